@@ -1,0 +1,109 @@
+"""Configuration dataclasses (model, training) and named presets.
+
+Every field is validated in ``__post_init__``; a bad value raises ``ValueError`` naming the field and the rule.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+DTYPES = ("float32", "float64")
+ACT_FNS = ("gelu_new", "gelu", "relu")
+NORMALIZATIONS = ("LN", None)
+
+
+def _int_field(section, name, value, lo=1):
+    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+        raise ValueError(f"{section}.{name} must be an integer >= {lo}, got {value!r}")
+
+
+def _float_field(section, name, value, lo=0.0, strict=False, hi=math.inf):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{section}.{name} must be a finite number, got {value!r}")
+    if value < lo or (strict and value == lo) or value > hi:
+        rule = f"{'>' if strict else '>='} {lo}" + (f" and <= {hi}" if hi != math.inf else "")
+        raise ValueError(f"{section}.{name} must be {rule}, got {value!r}")
+
+
+@dataclass
+class ModelConfig:
+    """Shape and numerics of the transformer (names as in TransformerLens's HookedTransformerConfig)."""
+
+    n_layers: int = 3  # number of transformer blocks
+    d_model: int = 64  # width of the residual stream
+    n_heads: int = 4  # attention heads per block
+    d_head: int | None = None  # width of each head's q, k, v (None: d_model // n_heads)
+    d_mlp: int = 256  # hidden width of each MLP (ignored when attn_only)
+    n_ctx: int = 32  # longest sequence the positional embedding covers
+    d_in: int = 1  # size of each input term (1 for scalar recurrences)
+    d_out: int = 1  # size of each prediction
+    attn_only: bool = False  # True: blocks have no MLP
+    normalization_type: str | None = "LN"  # "LN" (pre-LN blocks and a final LayerNorm) or None
+    act_fn: str = "gelu_new"  # MLP activation: "gelu_new" (tanh approx.), "gelu" (erf) or "relu"
+    eps: float = 1e-5  # LayerNorm epsilon
+    init_range: float = 0.02  # std of the normal initialisation of every weight matrix
+    dtype: str = "float32"  # "float32" (training) or "float64" (gradient checks)
+
+    def __post_init__(self):
+        s = "model"
+        for name in ("n_layers", "d_model", "n_heads", "d_mlp", "n_ctx", "d_in", "d_out"):
+            _int_field(s, name, getattr(self, name))
+        if self.d_head is None:
+            if self.d_model % self.n_heads:
+                raise ValueError(
+                    f"model.d_head is None, so model.d_model ({self.d_model}) must be divisible by model.n_heads ({self.n_heads})"
+                )
+            self.d_head = self.d_model // self.n_heads
+        _int_field(s, "d_head", self.d_head)
+        if not isinstance(self.attn_only, bool):
+            raise ValueError(f"model.attn_only must be true or false, got {self.attn_only!r}")
+        if self.normalization_type not in NORMALIZATIONS:
+            raise ValueError(f"model.normalization_type must be 'LN' or None, got {self.normalization_type!r}")
+        if self.act_fn not in ACT_FNS:
+            raise ValueError(f"model.act_fn must be one of {ACT_FNS}, got {self.act_fn!r}")
+        _float_field(s, "eps", self.eps, 0.0, strict=True)
+        _float_field(s, "init_range", self.init_range, 0.0, strict=True)
+        if self.dtype not in DTYPES:
+            raise ValueError(f"model.dtype must be one of {DTYPES}, got {self.dtype!r}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class TrainConfig:
+    """How to train: AdamW with linear warmup and cosine decay, fresh sequences every step."""
+
+    steps: int = 3000  # optimizer steps
+    batch_size: int = 256  # sequences per step
+    lr: float = 1e-3  # peak learning rate
+    min_lr_ratio: float = 0.1  # final lr as a fraction of the peak (cosine floor)
+    warmup_steps: int = 200  # linear warmup from 0 to lr
+    weight_decay: float = 0.01  # decoupled weight decay on weight matrices only
+    beta1: float = 0.9  # Adam first-moment decay
+    beta2: float = 0.999  # Adam second-moment decay
+    grad_clip: float = 1.0  # clip the global gradient norm to this (0 disables)
+    eval_every: int = 250  # steps between held-out evaluations
+    eval_size: int = 2048  # held-out sequences (drawn once, from a fixed seed)
+    checkpoint_every: int = 1000  # steps between checkpoints (the final one is always written)
+    seed: int = 0  # seeds the initialisation, the data stream and the held-out set
+
+    def __post_init__(self):
+        s = "train"
+        _int_field(s, "steps", self.steps)
+        _int_field(s, "batch_size", self.batch_size)
+        _float_field(s, "lr", self.lr, 0.0, strict=True, hi=10.0)
+        _float_field(s, "min_lr_ratio", self.min_lr_ratio, 0.0, hi=1.0)
+        _int_field(s, "warmup_steps", self.warmup_steps, lo=0)
+        _float_field(s, "weight_decay", self.weight_decay, 0.0)
+        _float_field(s, "beta1", self.beta1, 0.0, hi=0.999999)
+        _float_field(s, "beta2", self.beta2, 0.0, hi=0.999999)
+        _float_field(s, "grad_clip", self.grad_clip, 0.0)
+        _int_field(s, "eval_every", self.eval_every)
+        _int_field(s, "eval_size", self.eval_size)
+        _int_field(s, "checkpoint_every", self.checkpoint_every)
+        _int_field(s, "seed", self.seed, lo=0)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)

@@ -1,0 +1,411 @@
+"""Bayes-optimal prediction of the next term and the expected MSE of every baseline.
+
+Setting (``minigpt.data.AffineRecurrence``): a, b, x0 independent, each ``("uniform", lo, hi)`` or
+``("normal", mean, std)``; observed y_n = x_n + noise * e_n with e_n ~ N(0, 1) i.i.d.
+Position t predicts y_{t+1} from y_0 .. y_t.
+
+Bayes (noise = 0), with x_{t+1} = a x_t + b:
+- t = 0 (x0 seen):      E[x1 | x0] = E[a] x0 + E[b];            MSE = Var(a) E[x0^2] + Var(b).
+- t = 1 (x0, x1 seen):  b = x1 - a x0 is fixed by a, so x2 = x1 + a (x1 - x0) and
+                        E[x2 | x0, x1] = x1 + E[a | x0, x1] (x1 - x0);
+                        MSE = E[ Var(a | x0, x1) (x1 - x0)^2 ].
+  The posterior of a is p(a) p_b(x1 - a x0) / p(x1 | x0), in closed form for every prior pair:
+  normal/normal: Gaussian conditioning; uniform/uniform: uniform on an interval; mixed: a truncated
+  normal. The MSE is then a 1-D (normal/normal) or 2-D (otherwise) integral, done by adaptive
+  quadrature (uniform/uniform: exact Gauss-Legendre in x1, the integrand is piecewise polynomial).
+- t >= 2: three terms identify the next one (``theory.recurrence.next_from_three``): MSE 0.
+
+Baselines (closed forms are expectations of polynomials in a, b, x0 and the noises, expanded by
+sympy and averaged with the priors' exact moments, in rational arithmetic):
+  copy y_t;  linear 2 y_t - y_{t-1} (copy at t = 0);  oracle a y_t + b;  prior_mean E[a] y_t + E[b];
+  three_term: next_from_three at t >= 2 (copy at t = 0, linear at t = 1);
+  least_squares: fit y_{i+1} ~ a y_i + b over the prefix at t >= 2 (copy at t < 2).
+  three_term and least_squares are exact (MSE 0) at t >= 2 without noise; with noise they are
+  ratios of random variables with no closed form (NotImplementedError).
+"""
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+from functools import lru_cache
+
+import numpy as np
+import sympy as sp
+from scipy import integrate, special
+
+from minigpt.data import AffineRecurrence
+
+from .recurrence import a, b, next_from_three, term_poly, x0
+
+BASELINES = ("copy", "linear", "three_term", "least_squares", "oracle", "prior_mean")
+_TAIL = 12.0  # normal priors are integrated over mean +- 12 std (mass outside < 1e-32)
+
+
+# ----------------------------------------------------------------------------- priors
+def as_task(prior) -> AffineRecurrence:
+    """An ``AffineRecurrence`` from itself or from its spec dict."""
+    if isinstance(prior, AffineRecurrence):
+        return prior
+    if isinstance(prior, dict):
+        keys = ("a", "b", "x0", "length", "noise")
+        return AffineRecurrence(**{k: v for k, v in prior.items() if k in keys})
+    raise TypeError(f"prior must be an AffineRecurrence or its spec dict, got {type(prior).__name__}")
+
+
+def _is_point(p) -> bool:
+    return p[1] == p[2] if p[0] == "uniform" else p[2] == 0.0
+
+
+def _point(p) -> float:
+    return p[1]
+
+
+def _mean_var(p) -> tuple[float, float]:
+    kind, p1, p2 = p
+    return (0.5 * (p1 + p2), (p2 - p1) ** 2 / 12.0) if kind == "uniform" else (p1, p2**2)
+
+
+def moment(p, k: int) -> Fraction:
+    """E[v^k] for v ~ p, exactly (the float parameters are taken as exact binary rationals)."""
+    kind, p1, p2 = p
+    lo, hi = Fraction(p1), Fraction(p2)
+    if kind == "uniform":
+        if lo == hi:
+            return lo**k
+        return (hi ** (k + 1) - lo ** (k + 1)) / ((k + 1) * (hi - lo))
+    return sum(math.comb(k, j) * lo ** (k - j) * hi**j * _std_normal_moment(j) for j in range(k + 1))
+
+
+def _std_normal_moment(k: int) -> int:
+    """E[Z^k], Z ~ N(0, 1): (k-1)!! for even k, 0 for odd k."""
+    return 0 if k % 2 else math.prod(range(k - 1, 0, -2))
+
+
+# ----------------------------------------------------------------------------- baselines, closed form
+_s = sp.Symbol("sigma", nonnegative=True)  # noise std
+_ma, _mb = sp.symbols("m_a m_b", real=True)  # prior means of a and b
+
+
+def _observed(k: int):
+    """y_k = x_k + sigma e_k as a polynomial."""
+    return term_poly(k) + _s * sp.Symbol(f"e_{k}")
+
+
+def baseline_expr(name: str, t: int):
+    """Symbolic prediction of y_{t+1} by a polynomial baseline at position t (None if not polynomial)."""
+    y = [_observed(k) for k in range(t + 1)]
+    if name == "copy" or (name in ("linear", "three_term", "least_squares") and t == 0):
+        return y[t]
+    if name == "linear" or (name == "three_term" and t == 1):
+        return 2 * y[t] - y[t - 1]
+    if name == "least_squares" and t == 1:
+        return y[t]
+    if name == "oracle":
+        return a * y[t] + b
+    if name == "prior_mean":
+        return _ma * y[t] + _mb
+    return None
+
+
+@lru_cache(maxsize=None)
+def _squared_error_poly(name: str, t: int):
+    """Expanded (y_{t+1} - prediction)^2 as a Poly in (a, b, x0, sigma, m_a, m_b, e_0 .. e_{t+1})."""
+    err = _observed(t + 1) - baseline_expr(name, t)
+    gens = [a, b, x0, _s, _ma, _mb] + [sp.Symbol(f"e_{k}") for k in range(t + 2)]
+    poly = sp.Poly(sp.expand(err**2), *gens)
+    return [(monom, int(coeff)) for monom, coeff in poly.terms()]
+
+
+def _expect_poly(terms, task: AffineRecurrence) -> float:
+    """E[sum coeff * a^i b^j x0^k sigma^l m_a^p m_b^q prod e^r] with independent a, b, x0, e."""
+    ma, _ = _mean_var(task.a)
+    mb, _ = _mean_var(task.b)
+    fixed = [Fraction(task.noise), Fraction(ma), Fraction(mb)]
+    cache: dict = {}
+
+    def mom(which, p, k):
+        key = (which, k)
+        if key not in cache:
+            cache[key] = moment(p, k)
+        return cache[key]
+
+    total = Fraction(0)
+    for monom, coeff in terms:
+        ia, ib, ix, *rest = monom
+        val = Fraction(coeff) * mom("a", task.a, ia) * mom("b", task.b, ib) * mom("x0", task.x0, ix)
+        for base, k in zip(fixed, rest[:3]):
+            val *= base**k
+        for k in rest[3:]:
+            val *= _std_normal_moment(k)
+        total += val
+    return float(total)
+
+
+def baseline_mse(name: str, position: int, prior) -> float:
+    """Expected squared error of baseline ``name`` predicting y_{t+1} at position t = ``position``.
+
+    Closed form (exact moments) for copy, linear, oracle, prior_mean at every position, and for the
+    fallbacks of three_term (t < 2) and least_squares (t < 2). Noise-free three_term and
+    least_squares are exact at t >= 2 (0.0). With noise > 0 they raise NotImplementedError.
+    """
+    if name not in BASELINES:
+        raise ValueError(f"unknown baseline {name!r}; choose from {BASELINES}")
+    task = as_task(prior)
+    t = _check_position(position, task)
+    if baseline_expr(name, t) is None:  # three_term / least_squares at t >= 2
+        if task.noise == 0:
+            return 0.0
+        raise NotImplementedError(f"{name} with noise > 0 at position {t} is a ratio of random variables: no closed form")
+    return _expect_poly(_squared_error_poly(name, t), task)
+
+
+def _check_position(position, task) -> int:
+    if isinstance(position, bool) or not isinstance(position, (int, np.integer)) or position < 0:
+        raise ValueError(f"position must be an integer >= 0, got {position!r}")
+    if position > task.length - 2:
+        raise ValueError(f"position {position} has no target: the task has {task.length} terms (positions 0..{task.length - 2})")
+    return int(position)
+
+
+# ----------------------------------------------------------------------------- posterior of a given x0, x1
+def _b_interval_for_a(x0v, x1v, lo, hi):
+    """{a : lo <= x1 - a x0 <= hi} as (L, U), arrays; x0 = 0 gives (-inf, inf) or an empty interval."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        e1, e2 = (x1v - hi) / x0v, (x1v - lo) / x0v
+    L = np.where(x0v > 0, e1, e2)
+    U = np.where(x0v > 0, e2, e1)
+    inside = (x1v >= lo) & (x1v <= hi)
+    L = np.where(x0v == 0, np.where(inside, -np.inf, np.inf), L)
+    U = np.where(x0v == 0, np.where(inside, np.inf, -np.inf), U)
+    return L, U
+
+
+def _truncnorm(mu, sd, L, U):
+    """(mass, mean, var) of N(mu, sd^2) restricted to [L, U]; mass = P(L <= v <= U)."""
+    al, be = (L - mu) / sd, (U - mu) / sd
+    # work in the lower tail for accuracy: flip where the window sits above the mean
+    flip = (al + be) > 0
+    al, be = np.where(flip, -be, al), np.where(flip, -al, be)
+    log_lo, log_hi = special.log_ndtr(al), special.log_ndtr(be)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        log_mass = log_hi + np.log1p(-np.exp(log_lo - log_hi))
+        pa = np.exp(-0.5 * al**2 - 0.5 * np.log(2 * np.pi) - log_mass)  # phi(al) / mass
+        pb = np.exp(-0.5 * be**2 - 0.5 * np.log(2 * np.pi) - log_mass)
+        apa = np.where(np.isfinite(al), al * pa, 0.0)
+        bpb = np.where(np.isfinite(be), be * pb, 0.0)
+        m1 = pa - pb  # E[z], z standardised, lower-tail frame
+        var = 1.0 + apa - bpb - m1**2
+    mean = mu + sd * np.where(flip, -m1, m1)
+    return np.exp(log_mass), mean, np.maximum(var, 0.0) * sd**2
+
+
+def posterior_a(x0v, x1v, task: AffineRecurrence):
+    """Posterior of a given (x0, x1), noise-free: returns (density p(x1 | x0), E[a | .], Var(a | .)).
+
+    Arrays broadcast. Points outside the support give density 0 and NaN moments.
+    """
+    x0v, x1v = np.broadcast_arrays(np.asarray(x0v, dtype=float), np.asarray(x1v, dtype=float))
+    A, B = task.a, task.b
+    if _is_point(A):
+        av = _point(A)
+        dens = _density(B, x1v - av * x0v)
+        return dens, np.full(x0v.shape, av), np.zeros(x0v.shape)
+    if _is_point(B):
+        bv = _point(B)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ahat = (x1v - bv) / x0v
+            dens = _density(A, ahat) / np.abs(x0v)
+        ma, va = _mean_var(A)
+        zero = x0v == 0  # x1 = b carries no information on a
+        return (np.where(zero, np.where(x1v == bv, np.inf, 0.0), dens), np.where(zero, ma, ahat), np.where(zero, va, 0.0))
+    if A[0] == "normal" and B[0] == "normal":
+        (ma, sa), (mb, sb) = A[1:], B[1:]
+        V = sa**2 * x0v**2 + sb**2  # Var(x1 | x0)
+        r = x1v - ma * x0v - mb
+        dens = np.exp(-0.5 * r**2 / V) / np.sqrt(2 * np.pi * V)
+        return dens, ma + sa**2 * x0v * r / V, sa**2 * sb**2 / V
+    if B[0] == "uniform":  # a ~ p_a restricted to {a : x1 - a x0 in [bl, bh]}
+        bl, bh = B[1:]
+        L, U = _b_interval_for_a(x0v, x1v, bl, bh)
+        if A[0] == "uniform":
+            al, ah = A[1:]
+            L, U = np.maximum(L, al), np.minimum(U, ah)
+            w = U - L
+            ok = w > 0
+            dens = np.where(ok, w, 0.0) / ((ah - al) * (bh - bl))
+            return dens, np.where(ok, 0.5 * (L + U), np.nan), np.where(ok, w**2 / 12.0, np.nan)
+        mass, mean, var = _truncnorm(A[1], A[2], L, U)
+        ok = mass > 0
+        return mass / (bh - bl), np.where(ok, mean, np.nan), np.where(ok, var, np.nan)
+    # a uniform, b normal: p_b(x1 - a x0) is N(a; (x1 - mb)/x0, (sb/|x0|)^2) / |x0|
+    (al, ah), (mb, sb) = A[1:], B[1:]
+    zero = x0v == 0
+    x0s = np.where(zero, 1.0, x0v)
+    mass, mean, var = _truncnorm((x1v - mb) / x0s, sb / np.abs(x0s), al, ah)
+    dens_b = np.exp(-0.5 * ((x1v - mb) / sb) ** 2) / (sb * np.sqrt(2 * np.pi))
+    ma, va = _mean_var(A)
+    return (np.where(zero, dens_b, mass / ((ah - al) * np.abs(x0s))), np.where(zero, ma, mean), np.where(zero, va, var))
+
+
+def _density(p, v):
+    kind, p1, p2 = p
+    v = np.asarray(v, dtype=float)
+    if kind == "uniform":
+        return np.where((v >= p1) & (v <= p2), 1.0 / (p2 - p1), 0.0) if p2 > p1 else np.where(v == p1, np.inf, 0.0)
+    if p2 == 0:
+        return np.where(v == p1, np.inf, 0.0)
+    return np.exp(-0.5 * ((v - p1) / p2) ** 2) / (p2 * np.sqrt(2 * np.pi))
+
+
+# ----------------------------------------------------------------------------- public API
+def posterior_mean_next(prefix, prior) -> np.ndarray:
+    """Bayes prediction E[x_k | x_0 .. x_{k-1}] of the next term; prefix [..., k] -> [...].
+
+    k = 1: E[a] x0 + E[b].  k = 2: x1 + E[a | x0, x1] (x1 - x0).  k >= 3: exact (next_from_three).
+    Noise-free tasks only (noise > 0 raises NotImplementedError).
+    """
+    task = as_task(prior)
+    if task.noise > 0:
+        raise NotImplementedError("the Bayes predictor is derived for noise = 0 only")
+    prefix = np.asarray(prefix, dtype=float)
+    if prefix.ndim == 0 or prefix.shape[-1] < 1:
+        raise ValueError(f"prefix must have shape [..., k] with k >= 1, got {prefix.shape}")
+    k = prefix.shape[-1]
+    if k >= 3:
+        return next_from_three(prefix[..., -3], prefix[..., -2], prefix[..., -1])
+    ma, _ = _mean_var(task.a)
+    mb, _ = _mean_var(task.b)
+    if k == 1:
+        return ma * prefix[..., 0] + mb
+    x0v, x1v = prefix[..., 0], prefix[..., 1]
+    _, mean_a, _ = posterior_a(x0v, x1v, task)
+    return x1v + mean_a * (x1v - x0v)
+
+
+def bayes_mse(position: int, prior) -> float:
+    """Bayes floor: E[(x_{t+1} - E[x_{t+1} | x_0..x_t])^2] at position t (noise-free tasks).
+
+    t = 0: Var(a) E[x0^2] + Var(b) (exact).  t = 1: E[Var(a | x0, x1) (x1 - x0)^2] by quadrature
+    (normal/normal: 1-D, sa^2 sb^2 (1 + E[((ma-1) x0 + mb)^2 / (sa^2 x0^2 + sb^2)])).  t >= 2: 0.
+    """
+    task = as_task(prior)
+    t = _check_position(position, task)
+    if task.noise > 0:
+        raise NotImplementedError("the Bayes floor is derived for noise = 0 only")
+    if t >= 2:
+        return 0.0
+    _, va = _mean_var(task.a)
+    _, vb = _mean_var(task.b)
+    if t == 0:
+        return va * float(moment(task.x0, 2)) + vb
+    return _bayes_mse_1(task)
+
+
+def _x0_expectation(task, f, points=()):
+    """E[f(x0)] over the x0 prior by adaptive quadrature (f scalar -> float)."""
+    kind, p1, p2 = task.x0
+    if _is_point(task.x0):
+        return f(p1)
+    if kind == "uniform":
+        lo, hi, dens = p1, p2, 1.0 / (p2 - p1)
+        w = lambda v: dens  # noqa: E731
+    else:
+        lo, hi = p1 - _TAIL * p2, p1 + _TAIL * p2
+        w = lambda v: math.exp(-0.5 * ((v - p1) / p2) ** 2) / (p2 * math.sqrt(2 * math.pi))  # noqa: E731
+    pts = sorted({p for p in (0.0, *points) if lo < p < hi})
+    val, _ = integrate.quad(lambda v: w(v) * f(v), lo, hi, points=pts or None, epsabs=1e-13, epsrel=1e-11, limit=500)
+    return val
+
+
+def _bayes_mse_1(task) -> float:
+    A, B = task.a, task.b
+    if _is_point(A):
+        return 0.0  # a known: x2 = x1 + a (x1 - x0)
+    if _is_point(B):  # a = (x1 - b)/x0 unless x0 = 0, where x1 = b says nothing about a
+        x0_is_zero = _is_point(task.x0) and _point(task.x0) == 0.0
+        return _mean_var(A)[1] * _point(B) ** 2 if x0_is_zero else 0.0
+    if A[0] == "normal" and B[0] == "normal":
+        (ma, sa), (mb, sb) = A[1:], B[1:]
+        f = lambda v: ((ma - 1) * v + mb) ** 2 / (sa**2 * v**2 + sb**2)  # noqa: E731
+        return sa**2 * sb**2 * (1.0 + _x0_expectation(task, f))
+    if A[0] == "uniform" and B[0] == "uniform":
+        (al, ah), (bl, bh) = A[1:], B[1:]
+        kink = (bh - bl) / (ah - al)  # where corner orderings of a x0 + b swap
+        return _x0_expectation(task, lambda v: _inner_uniform(v, task), points=(kink, -kink))
+    return _x0_expectation(task, lambda v: _inner_mixed(v, task))
+
+
+_GL_X, _GL_W = np.polynomial.legendre.leggauss(8)  # exact for degree <= 15
+
+
+def _inner_uniform(v, task) -> float:
+    """int p(x1 | x0) Var(a | x0, x1) (x1 - x0)^2 dx1: piecewise polynomial (degree 5) in x1."""
+    (al, ah), (bl, bh) = task.a[1:], task.b[1:]
+    knots = np.unique([al * v + bl, al * v + bh, ah * v + bl, ah * v + bh])  # [<=4]
+    lo, hi = knots[:-1, None], knots[1:, None]
+    xs = 0.5 * (hi - lo) * _GL_X + 0.5 * (hi + lo)  # [pieces, 8]
+    dens, _, var = posterior_a(v, xs, task)
+    g = np.where(dens > 0, dens * var * (xs - v) ** 2, 0.0)
+    return float(np.sum(0.5 * (hi - lo) * _GL_W * g))
+
+
+_GL20_X, _GL20_W = np.polynomial.legendre.leggauss(20)
+_STEPS = np.array([-12.0, -8.0, -5.0, -3.0, -2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 12.0])
+
+
+def _inner_mixed(v, task) -> float:
+    """Same integral when one of a, b is normal: composite 20-point Gauss-Legendre in x1 on pieces
+    refined around the two edges of the box at the Gaussian's scale (the integrand is smooth between)."""
+    A, B = task.a, task.b
+    if A[0] == "normal":  # x1 = a v + b, a normal, b uniform: edges at ma v + {bl, bh}, scale sa |v|
+        (ma, sa), (bl, bh) = A[1:], B[1:]
+        edges, scale = (ma * v + bl, ma * v + bh), sa * abs(v)
+    else:  # a uniform, b normal: edges at {al, ah} v + mb, scale sb
+        (al, ah), (mb, sb) = A[1:], B[1:]
+        edges, scale = (al * v + mb, ah * v + mb), sb
+    if scale == 0:
+        return 0.0
+    lo, hi = min(edges) - _TAIL * scale, max(edges) + _TAIL * scale
+    knots = np.unique(np.clip(np.concatenate([e + _STEPS * scale for e in edges]), lo, hi))
+    p_lo, p_hi = knots[:-1, None], knots[1:, None]
+    xs = 0.5 * (p_hi - p_lo) * _GL20_X + 0.5 * (p_hi + p_lo)  # [pieces, 20]
+    dens, _, var = posterior_a(v, xs, task)
+    g = np.where(dens > 0, dens * var * (xs - v) ** 2, 0.0)
+    return float(np.sum(0.5 * (p_hi - p_lo) * _GL20_W * g))
+
+
+# ----------------------------------------------------------------------------- teaching
+def _steps_bayes0():
+    ea, eb, va, vb = sp.symbols("E[a] E[b] Var(a) Var(b)")
+    return [
+        ("target at position 0", sp.Eq(sp.Symbol("x_1"), a * x0 + b)),
+        ("posterior mean (a, b independent of x0)", sp.Eq(sp.Symbol("E[x_1|x_0]"), ea * x0 + eb)),
+        ("Bayes MSE", sp.Eq(sp.Symbol("MSE_0"), va * sp.Symbol("E[x_0^2]") + vb)),
+    ]
+
+
+def _steps_bayes1():
+    x1 = sp.Symbol("x_1")
+    ma, mb = sp.symbols("m_a m_b", real=True)
+    sa, sb = sp.symbols("s_a s_b", positive=True)
+    V = sa**2 * x0**2 + sb**2
+    post_mean = ma + sa**2 * x0 * (x1 - ma * x0 - mb) / V
+    post_var = sp.simplify(sa**2 - (sa**2 * x0) ** 2 / V)
+    return [
+        ("b is fixed by a once x0, x1 are seen", sp.Eq(b, x1 - a * x0)),
+        ("so the target is linear in a", sp.Eq(sp.Symbol("x_2"), x1 + a * (x1 - x0))),
+        ("normal priors: Var(x1 | x0)", sp.Eq(sp.Symbol("V"), V)),
+        ("posterior mean of a (Gaussian conditioning)", sp.Eq(sp.Symbol("E[a|x_0,x_1]"), post_mean)),
+        ("posterior variance of a", sp.Eq(sp.Symbol("Var(a|x_0,x_1)"), post_var)),
+        ("Bayes MSE at position 1", sp.Eq(sp.Symbol("MSE_1"), sp.Symbol("E")(post_var * (x1 - x0) ** 2))),
+        ("uniform priors: a | x0, x1 is uniform on [L, U] = [al, ah] cap {bl <= x1 - a x0 <= bh}", sp.Eq(sp.Symbol("Var(a|x_0,x_1)"), (sp.Symbol("U") - sp.Symbol("L")) ** 2 / 12)),
+    ]
+
+
+def _steps_baselines():
+    t = 2
+    return [(f"{name}: squared error at position {t}", sp.factor(sp.expand((_observed(t + 1) - baseline_expr(name, t)) ** 2).subs(_s, 0)))
+            for name in ("copy", "linear", "oracle", "prior_mean")]
+
+
+TOPICS = {"bayes_position0": _steps_bayes0, "bayes_position1": _steps_bayes1, "baselines": _steps_baselines}
