@@ -1,0 +1,53 @@
+"""The prediction lens: the read-out applied to the residual stream after every block.
+
+Two LayerNorm choices (``ln=``), both stated because they answer different questions:
+
+* ``"recompute"``: ``LN_final`` with statistics recomputed on the intermediate residual, i.e. "what
+  would the model predict if it stopped here" (the usual logit lens).
+* ``"frozen"``: centre the intermediate residual and divide by the *final* residual's LayerNorm scale
+  (``ln_final.hook_scale`` of the real run), i.e. "what does this part of the stream contribute to the
+  real prediction"; this is linear in the residual, so it decomposes additively (``attribution``).
+
+Row ``i`` of the result reads ``resid_pre i`` (row 0: the embeddings only); the last row reads the
+final residual and equals the model's output exactly under both choices.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .resid import accumulated_resid
+
+LN_CHOICES = ("recompute", "frozen")
+
+
+def readout(model, resid, ln="recompute", scale=None):
+    """``resid [..., d_model]`` -> predictions ``[...]`` (or ``[..., d_out]``) through the final LN and W_U."""
+    P, cfg = model.params, model.cfg
+    h = resid
+    if cfg.normalization_type == "LN":
+        c = resid - resid.mean(-1, keepdims=True)
+        if ln == "recompute":
+            s = np.sqrt((c * c).mean(-1, keepdims=True) + cfg.eps)
+        elif ln == "frozen":
+            if scale is None:
+                raise ValueError("the frozen lens needs the final LayerNorm scale (cache['ln_final.hook_scale'])")
+            s = scale
+        else:
+            raise ValueError(f"ln must be one of {LN_CHOICES}, got {ln!r}")
+        h = c / s * P["ln_final.w"] + P["ln_final.b"]
+    out = h @ P["unembed.W_U"] + P["unembed.b_U"]
+    return out[..., 0] if cfg.d_out == 1 else out
+
+
+def prediction_lens(model, cache, ln="recompute", incl_mid=False):
+    """``(preds [n_layers + 1 (+ mids), batch, pos], labels)``: the read-out of every accumulated residual."""
+    stack, labels = accumulated_resid(cache, incl_mid=incl_mid)
+    scale = cache["ln_final.hook_scale"] if (ln == "frozen" and model.cfg.normalization_type == "LN") else None
+    return readout(model, stack, ln, scale), labels
+
+
+def lens_mse(model, cache, target, ln="recompute"):
+    """``(mse [n_layers + 1, pos], labels)``: MSE by position of each lens prediction against ``target``."""
+    preds, labels = prediction_lens(model, cache, ln)
+    d = preds - np.asarray(target)[None]
+    return (d * d).mean(1), labels
