@@ -11,6 +11,10 @@ import sys
 import numpy as np
 
 
+MAX_EVAL_N = 1_000_000  # held-out sequences for ``minigpt eval --n``
+INTERNAL_ERROR = 70  # EX_SOFTWARE: a bug in minigpt, not a user error
+
+
 class UsageError(Exception):
     """A command-line mistake: reported as one line, exit status 2."""
 
@@ -29,69 +33,57 @@ def _fmt_table(header, rows):
 # ----------------------------------------------------------------------------- train
 def cmd_train(args) -> int:
     from . import presets
-    from .training import train
+    from .training import load_run_spec, train
 
     if args.resume and args.force:
         raise UsageError("--resume and --force contradict each other: pick one")
+    if not args.out.strip():
+        raise UsageError("--out needs a folder name")
     if args.resume:
-        cfg_path = os.path.join(args.out, "config.json")
-        if not os.path.exists(cfg_path):
-            raise UsageError(f"--resume: {args.out} holds no run (no config.json)")
-        with open(cfg_path) as f:
-            spec = json.load(f)
         if args.preset is not None or args.set:
             raise UsageError("--resume continues the run with its saved settings; drop --preset and --set")
-        spec = {k: spec[k] for k in ("model", "train", "data")}
-        for k in ("a", "b", "x0"):
-            spec["data"][k] = tuple(spec["data"][k])
+        spec = load_run_spec(args.out)  # from the verified checkpoint
     else:
         spec = presets.apply_overrides(presets.get_preset(args.preset or "paper"), args.set)
-    mcfg, tcfg, task = presets.build(spec)
-    _check_overflow(task, mcfg)
-    spec = {"model": mcfg.to_dict(), "train": tcfg.to_dict(), "data": task.spec()}
-    result = train(mcfg, tcfg, task, out_dir=args.out, resume=args.resume, force=args.force, progress=not args.quiet, spec=spec)
+    mcfg, tcfg, task = presets.build(spec)  # validates every field, the context and float overflow
+    result = train(mcfg, tcfg, task, out_dir=args.out, resume=args.resume, force=args.force, progress=not args.quiet)
     last = result.history[-1] if result.history else None
-    if last is not None:
+    print(f"trained {tcfg.steps} steps -> {os.path.join(args.out, 'checkpoint.npz')!s}")
+    if last is not None and "baselines_by_pos" in last:
         mse = np.array(last["eval_mse_by_pos"])
-        copy = np.array(last.get("baselines_by_pos", {}).get("copy", [np.nan] * len(mse)))
-        print(f"trained {tcfg.steps} steps -> {args.out}/checkpoint.npz")
+        copy = np.array(last["baselines_by_pos"].get("copy", [np.nan] * len(mse)))
         if len(mse) > 2:
-            print(
-                f"held-out MSE over positions >= 2: model {mse[2:].mean():.3e}, copy {copy[2:].mean():.3e} "
-                f"({copy[2:].mean() / mse[2:].mean():.0f}x better than copying)"
-            )
+            m, c = mse[2:].mean(), copy[2:].mean()
+            ratio = f"{c / m:.3g}x" if m > 0 else "inf x"
+            print(f"held-out MSE over positions >= 2: model {m:.3e}, copy {c:.3e} ({ratio} better than copying)")
     return 0
-
-
-def _check_overflow(task, mcfg):
-    limit = 1e30 if mcfg.dtype == "float32" else 1e300
-    if task.max_abs_term() > limit:
-        raise ValueError(
-            f"data priors let terms reach |x| > {limit:.0e} within {task.length} terms ({mcfg.dtype} overflows); "
-            "narrow data.a (|a| <= 1 keeps sequences bounded) or shorten data.length"
-        )
 
 
 # ----------------------------------------------------------------------------- eval
 def cmd_eval(args) -> int:
     from . import baselines, presets
     from .checkpoint import load_checkpoint
-    from .data import AffineRecurrence
+    from .checkpoint import _tuples
     from .model import Transformer
     from .training import mse_by_position
 
-    model = Transformer.load(args.checkpoint)
+    if not 1 <= args.n <= MAX_EVAL_N:
+        raise UsageError(f"--n must be between 1 and {MAX_EVAL_N}, got {args.n}")
+    if not 0 <= args.seed < 2**63:
+        raise UsageError(f"--seed must be between 0 and 2**63 - 1, got {args.seed}")
+    model = Transformer.load(args.checkpoint)  # verified: checksum, keys, shapes, dtypes, finiteness
     _, meta = load_checkpoint(args.checkpoint)
     if "data" in meta:
-        task = AffineRecurrence(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["data"].items()})
+        task = presets.build_task(_tuples(meta["data"]))
     else:
         task = presets.build(presets.get_preset(args.preset))[2]
     if task.length - 1 > model.cfg.n_ctx:
         raise ValueError(f"data.length - 1 = {task.length - 1} exceeds the model's n_ctx = {model.cfg.n_ctx}")
-    if args.n < 1:
-        raise UsageError("--n must be at least 1")
+    presets.check_overflow(task, model.cfg)
     batch = task.sample(args.n, np.random.default_rng(args.seed))
-    results = {"model": mse_by_position(model(batch.inputs), batch.targets)}
+    with np.errstate(all="ignore"):
+        pred = np.concatenate([model(batch.inputs[i : i + 1024]) for i in range(0, args.n, 1024)])
+    results = {"model": mse_by_position(pred, batch.targets)}
     for name, pred in baselines.all_predictions(batch, task).items():
         results[name] = mse_by_position(pred, batch.targets)
     names = list(results)
@@ -135,7 +127,10 @@ def cmd_gradcheck(args) -> int:
               f"(n_layers={cfg.n_layers}, d_model={cfg.d_model}, n_heads={cfg.n_heads}, d_mlp={cfg.d_mlp}, pos={cfg.n_ctx}, float64)")
         print(format_report(report))
     print(f"\nworst max relative error: {worst:.3e} (tolerance 1e-6); {failed} tensor(s) failed")
-    return 0 if failed == 0 else 1
+    if failed:
+        print(f"minigpt: error: gradcheck failed for {failed} tensor(s) (worst relative error {worst:.3e})", file=sys.stderr)
+        return 1
+    return 0
 
 
 # ----------------------------------------------------------------------------- other commands
@@ -217,32 +212,62 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _one_line(e: BaseException) -> str:
+    msg = " ".join(str(e).split()) if str(e).strip() else type(e).__name__
+    return msg
+
+
 def main(argv=None) -> int:
+    """Run the command line; returns the exit status.  Never raises: a user error is one line on stderr
+    (``minigpt: error: ...``) and status 2 (usage) or 1 (bad input, failed run); Ctrl-C during training
+    saves a checkpoint and returns 130 (143 for SIGTERM); an unexpected exception (a bug) is reported
+    in one line with status 70 (set ``MINIGPT_DEBUG=1`` to see its traceback)."""
+    import warnings
+
     from .checkpoint import CheckpointError
     from .training import TrainingError, TrainingInterrupted
 
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-        if args.command is None:
-            parser.print_help()
-            return 2
-        return int(args.fn(args) or 0)
-    except SystemExit as e:  # --help
-        return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
-    except UsageError as e:
-        print(f"minigpt: error: {e}", file=sys.stderr)
-        return 2
-    except TrainingInterrupted as e:
-        print(f"minigpt: {e}", file=sys.stderr)
-        return 130
-    except KeyboardInterrupt:
-        print("minigpt: interrupted", file=sys.stderr)
-        return 130
-    except (CheckpointError, TrainingError, ValueError, TypeError, OSError) as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        print(f"minigpt: error: {msg}", file=sys.stderr)
-        return 1
+    def fail(msg, status):
+        print(f"minigpt: {msg}", file=sys.stderr)
+        return status
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            if argv is not None:
+                argv = [a if isinstance(a, str) else os.fsdecode(a) for a in argv]
+            parser = build_parser()
+            args = parser.parse_args(argv)
+            if args.command is None:
+                parser.print_help()
+                return fail("error: choose a command: " + ", ".join(_COMMANDS), 2)
+            status = int(args.fn(args) or 0)
+        except SystemExit as e:  # --help
+            return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+        except UsageError as e:
+            return fail(f"error: {_one_line(e)}", 2)
+        except TrainingInterrupted as e:
+            return fail(_one_line(e), e.exit_status)
+        except KeyboardInterrupt:
+            return fail("interrupted", 130)
+        except MemoryError:
+            return fail("error: out of memory; use smaller sizes (model.d_model, train.batch_size, --n, ...)", 1)
+        except (CheckpointError, TrainingError, ValueError, TypeError, OSError) as e:
+            if isinstance(e, OSError) and e.filename is not None and e.strerror:
+                return fail(f"error: {_one_line(OSError(f'{e.filename}: {e.strerror}'))}", 1)
+            return fail(f"error: {_one_line(e)}", 1)
+        except Exception as e:  # a bug: still one line, never a traceback unless asked for
+            if os.environ.get("MINIGPT_DEBUG"):
+                raise
+            return fail(f"internal error: {type(e).__name__}: {_one_line(e)} (set MINIGPT_DEBUG=1 for the traceback)", INTERNAL_ERROR)
+    if status == 0:  # warnings only matter when the command worked; an error is reported in one line
+        for w in caught:
+            if not issubclass(w.category, RuntimeWarning):
+                print(f"minigpt: warning: {_one_line(Exception(w.message))}", file=sys.stderr)
+    return status
+
+
+_COMMANDS = ("train", "eval", "gradcheck", "reproduce", "derive", "bench")
 
 
 def entry_point():  # console script

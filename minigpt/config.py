@@ -13,9 +13,19 @@ ACT_FNS = ("gelu_new", "gelu", "relu")
 NORMALIZATIONS = ("LN", None)
 
 
-def _int_field(section, name, value, lo=1):
-    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
-        raise ValueError(f"{section}.{name} must be an integer >= {lo}, got {value!r}")
+# Upper bounds: far above anything this numpy model can train, low enough that a typo
+# (``model.d_model=640000``) is refused at once instead of exhausting memory.
+MAX_DIM = 1 << 16  # any width, head count, context length or layer count
+MAX_PARAMS = 1 << 28  # parameters in one model (1 GiB in float32)
+MAX_BATCH = 1 << 20  # sequences in one batch or held-out set
+MAX_STEPS = 10**9
+MAX_SEED = (1 << 63) - 1
+
+
+def _int_field(section, name, value, lo=1, hi=None):
+    if isinstance(value, bool) or not isinstance(value, int) or value < lo or (hi is not None and value > hi):
+        rule = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
+        raise ValueError(f"{section}.{name} must be an integer {rule}, got {value!r}")
 
 
 def _float_field(section, name, value, lo=0.0, strict=False, hi=math.inf):
@@ -48,25 +58,41 @@ class ModelConfig:
     def __post_init__(self):
         s = "model"
         for name in ("n_layers", "d_model", "n_heads", "d_mlp", "n_ctx", "d_in", "d_out"):
-            _int_field(s, name, getattr(self, name))
+            _int_field(s, name, getattr(self, name), hi=MAX_DIM)
         if self.d_head is None:
             if self.d_model % self.n_heads:
                 raise ValueError(
                     f"model.d_head is None, so model.d_model ({self.d_model}) must be divisible by model.n_heads ({self.n_heads})"
                 )
             self.d_head = self.d_model // self.n_heads
-        _int_field(s, "d_head", self.d_head)
+        _int_field(s, "d_head", self.d_head, hi=MAX_DIM)
         if not isinstance(self.attn_only, bool):
             raise ValueError(f"model.attn_only must be true or false, got {self.attn_only!r}")
         if self.normalization_type not in NORMALIZATIONS:
             raise ValueError(f"model.normalization_type must be 'LN' or None, got {self.normalization_type!r}")
         if self.act_fn not in ACT_FNS:
             raise ValueError(f"model.act_fn must be one of {ACT_FNS}, got {self.act_fn!r}")
-        _float_field(s, "eps", self.eps, 0.0, strict=True)
-        _float_field(s, "init_range", self.init_range, 0.0, strict=True)
+        _float_field(s, "eps", self.eps, 0.0, strict=True, hi=1.0)
+        _float_field(s, "init_range", self.init_range, 0.0, strict=True, hi=1e6)
         if self.dtype not in DTYPES:
             raise ValueError(f"model.dtype must be one of {DTYPES}, got {self.dtype!r}")
+        n = self.num_params()
+        if n > MAX_PARAMS:
+            raise ValueError(f"model has {n:,} parameters, more than the limit of {MAX_PARAMS:,}; reduce model.d_model, d_mlp, n_layers or n_ctx")
 
+    def num_params(self) -> int:
+        """Parameter count implied by the config (the sizes of ``model.param_shapes``)."""
+        D, H, E, M = self.d_model, self.n_heads, self.d_head, self.d_mlp
+        ln = 2 * D if self.normalization_type == "LN" else 0
+        block = ln + 3 * H * D * E + 3 * H * E + H * E * D + D
+        if not self.attn_only:
+            block += ln + D * M + M + M * D + D
+        return self.d_in * D + self.n_ctx * D + self.n_layers * block + ln + D * self.d_out + self.d_out
+
+    @classmethod
+    def from_dict(cls, d) -> "ModelConfig":
+        """Build from a dict (e.g. the ``model`` section of a preset), refusing unknown fields."""
+        return cls(**_check_fields(cls, "model", d))
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -91,19 +117,34 @@ class TrainConfig:
 
     def __post_init__(self):
         s = "train"
-        _int_field(s, "steps", self.steps)
-        _int_field(s, "batch_size", self.batch_size)
+        _int_field(s, "steps", self.steps, hi=MAX_STEPS)
+        _int_field(s, "batch_size", self.batch_size, hi=MAX_BATCH)
         _float_field(s, "lr", self.lr, 0.0, strict=True, hi=10.0)
         _float_field(s, "min_lr_ratio", self.min_lr_ratio, 0.0, hi=1.0)
-        _int_field(s, "warmup_steps", self.warmup_steps, lo=0)
-        _float_field(s, "weight_decay", self.weight_decay, 0.0)
+        _int_field(s, "warmup_steps", self.warmup_steps, lo=0, hi=MAX_STEPS)
+        _float_field(s, "weight_decay", self.weight_decay, 0.0, hi=1e3)
         _float_field(s, "beta1", self.beta1, 0.0, hi=0.999999)
         _float_field(s, "beta2", self.beta2, 0.0, hi=0.999999)
-        _float_field(s, "grad_clip", self.grad_clip, 0.0)
-        _int_field(s, "eval_every", self.eval_every)
-        _int_field(s, "eval_size", self.eval_size)
-        _int_field(s, "checkpoint_every", self.checkpoint_every)
-        _int_field(s, "seed", self.seed, lo=0)
+        _float_field(s, "grad_clip", self.grad_clip, 0.0, hi=1e30)
+        _int_field(s, "eval_every", self.eval_every, hi=MAX_STEPS)
+        _int_field(s, "eval_size", self.eval_size, hi=MAX_BATCH)
+        _int_field(s, "checkpoint_every", self.checkpoint_every, hi=MAX_STEPS)
+        _int_field(s, "seed", self.seed, lo=0, hi=MAX_SEED)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d) -> "TrainConfig":
+        """Build from a dict (e.g. the ``train`` section of a preset), refusing unknown fields."""
+        return cls(**_check_fields(cls, "train", d))
+
+
+def _check_fields(cls, section, d) -> dict:
+    if not isinstance(d, dict):
+        raise ValueError(f"the {section} section must be a mapping of field -> value, got {type(d).__name__}")
+    known = [f.name for f in dataclasses.fields(cls) if f.init]
+    for k in d:
+        if k not in known:
+            raise ValueError(f"unknown field {section}.{k!s}; {section} fields: {', '.join(known)}")
+    return dict(d)

@@ -25,7 +25,7 @@ SECTIONS = ("model", "train", "data")
 
 def get_preset(name: str) -> dict:
     """A deep copy of preset ``name`` (unknown names raise ValueError listing the known ones)."""
-    if name not in PRESETS:
+    if not isinstance(name, str) or name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; known presets: {', '.join(PRESETS)}")
     return copy.deepcopy(PRESETS[name])
 
@@ -65,19 +65,81 @@ def apply_overrides(spec: dict, overrides) -> dict:
         v = parse_value(value)
         if isinstance(v, list):
             v = tuple(v)
-        spec[section][field] = v
+        spec.setdefault(section, {})[field] = v
     return spec
 
 
-def build(spec: dict):
-    """(ModelConfig, TrainConfig, AffineRecurrence) from a spec; checks that the context fits the data."""
-    from .config import ModelConfig, TrainConfig
+# Largest |term| accepted per dtype: squares of the terms (in the loss) and their sums over a batch
+# must stay finite, so the bound sits well below sqrt(max float).  float32: sqrt(3.4e38) ~ 1.8e19.
+TERM_LIMITS = {"float32": 1e15, "float64": 1e150}
+NORMAL_SIGMAS = 8.0  # a normal prior is bounded by mean +- 8 std for the overflow check (P ~ 1e-15 per draw)
+
+
+def _prior_bound(prior) -> float:
+    kind, p1, p2 = prior
+    if kind == "uniform":
+        return max(abs(p1), abs(p2))
+    return abs(p1) + NORMAL_SIGMAS * p2
+
+
+def term_bound(task) -> float:
+    """Bound on |x_n| for n < task.length: |x_{n+1}| <= |a| |x_n| + |b| with every prior at its
+    largest magnitude (normal priors at mean + 8 std); the noise adds 8 std at the end."""
+    A, B, X = _prior_bound(task.a), _prior_bound(task.b), _prior_bound(task.x0)
+    bound = worst = X
+    for _ in range(task.length - 1):
+        bound = A * bound + B
+        worst = max(worst, bound)
+        if worst == float("inf"):
+            break
+    return worst + NORMAL_SIGMAS * task.noise
+
+
+def check_overflow(task, mcfg) -> None:
+    """Refuse priors whose sequences can leave the safe range of the model's dtype within
+    ``task.length`` terms (ValueError with the reason)."""
+    limit = TERM_LIMITS[mcfg.dtype]
+    bound = term_bound(task)
+    if not bound <= limit:
+        raise ValueError(
+            f"data priors let terms reach |x| ~ {bound:.1e} within data.length = {task.length} terms, beyond the "
+            f"{limit:.0e} that {mcfg.dtype} training can square without overflow; narrow data.a (|a| <= 1 keeps "
+            f"sequences bounded), data.b or data.x0, or shorten data.length"
+        )
+
+
+def build_task(data_spec):
+    """An ``AffineRecurrence`` from the ``data`` section of a spec (ValueError for unknown or bad fields)."""
     from .data import AffineRecurrence
 
-    data = AffineRecurrence(**spec["data"])
-    model_spec = dict(spec["model"])
-    mcfg = ModelConfig(**model_spec)
-    tcfg = TrainConfig(**spec["train"])
+    if not isinstance(data_spec, dict):
+        raise ValueError(f"the data section must be a mapping of field -> value, got {type(data_spec).__name__}")
+    known = [f for f, v in AffineRecurrence.__dataclass_fields__.items() if v.init]
+    for k in data_spec:
+        if k not in known:
+            raise ValueError(f"unknown field data.{k!s}; data fields: {', '.join(known)}")
+    try:
+        return AffineRecurrence(**data_spec)
+    except TypeError as e:  # defensive: a malformed value the task's own checks let through
+        raise ValueError(f"bad data section: {e}") from None
+
+
+def build(spec: dict):
+    """(ModelConfig, TrainConfig, AffineRecurrence) from a spec ``{"model": .., "train": .., "data": ..}``.
+
+    Every field is validated (ValueError naming it); the data must fit the context and must not
+    overflow the model's dtype within the sequence length (``check_overflow``)."""
+    from .config import ModelConfig, TrainConfig
+
+    if not isinstance(spec, dict):
+        raise ValueError(f"a spec is a mapping with sections {', '.join(SECTIONS)}, got {type(spec).__name__}")
+    unknown = [k for k in spec if k not in SECTIONS]
+    if unknown:
+        raise ValueError(f"unknown spec section {unknown[0]!r}; use {', '.join(SECTIONS)}")
+    mcfg = ModelConfig.from_dict(spec.get("model", {}))
+    tcfg = TrainConfig.from_dict(spec.get("train", {}))
+    data = build_task(spec.get("data", {}))
     if data.length - 1 > mcfg.n_ctx:
         raise ValueError(f"data.length - 1 = {data.length - 1} positions exceed model.n_ctx = {mcfg.n_ctx}")
+    check_overflow(data, mcfg)
     return mcfg, tcfg, data

@@ -3,19 +3,37 @@ JSON-lines metrics, atomic checkpoints carrying optimizer, step and RNG state, a
 
 A run folder holds ``config.json``, ``metrics.jsonl`` and ``checkpoint.npz`` (the latest state; it is
 also a model file that ``Transformer.load`` reads).
+
+Reliability contract:
+
+* **Exact resume.**  Everything a step depends on is either in the checkpoint (parameters, AdamW
+  moments and step count, the data RNG's state, the evaluation history) or a pure function of the
+  configs (the held-out set, the learning-rate schedule).  A run stopped after any step and resumed
+  ends bitwise identical to an uninterrupted one, and its ``metrics.jsonl`` is rewritten from the
+  checkpoint's history so it holds the same lines too.
+* **Ctrl-C / SIGTERM.**  In the main thread a signal handler only raises a flag; the loop finishes the
+  step it is in (so no half-applied update is ever saved), writes a checkpoint and raises
+  ``TrainingInterrupted`` (the CLI exits 130, or 143 for SIGTERM).  A second Ctrl-C stops at once,
+  keeping the last checkpoint.
+* **Numerical faults.**  A non-finite batch, loss, gradient (or gradient norm), parameter or optimizer
+  moment stops training with ``NonFiniteError`` naming the step and the first non-finite tensor, with
+  a hint; nothing non-finite is ever saved, so the last good checkpoint stays.
+* **Run folders** are never overwritten without ``resume=True`` or ``force=True``.
 """
 from __future__ import annotations
 
 import json
 import math
 import os
+import signal
+import threading
 from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 
 from . import baselines
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import ModelConfig, TrainConfig
 from .data import AffineRecurrence
 from .model import Transformer
@@ -24,18 +42,38 @@ from .optim import AdamW, clip_grad_norm, lr_at
 CHECKPOINT = "checkpoint.npz"
 METRICS = "metrics.jsonl"
 CONFIG = "config.json"
+RUN_FILES = (CHECKPOINT, METRICS, CONFIG)
+HINT = "Hint: lower train.lr, keep train.grad_clip > 0, use model.normalization_type=LN, or narrow the data priors"
 
 
 class TrainingError(RuntimeError):
-    """Training cannot go on (non-finite loss or gradient, a run folder in the way, ...)."""
+    """Training cannot go on (non-finite values, a run folder in the way, a resume that does not fit, ...)."""
+
+
+class NonFiniteError(TrainingError):
+    """A NaN or infinity appeared at ``step`` (1-based: the step being computed) in ``tensor``."""
+
+    def __init__(self, message, step, tensor, checkpoint_step=None):
+        super().__init__(message)
+        self.step, self.tensor, self.checkpoint_step = step, tensor, checkpoint_step
 
 
 class TrainingInterrupted(RuntimeError):
-    """Ctrl-C during training: a checkpoint was saved at ``step``."""
+    """Ctrl-C (or SIGTERM) during training; ``step`` steps are saved in the checkpoint at ``path``."""
 
-    def __init__(self, step, path):
-        super().__init__(f"interrupted at step {step}; checkpoint saved to {path} (continue with --resume)")
-        self.step, self.path = step, path
+    def __init__(self, step, path, signum=signal.SIGINT, saved=True):
+        if path is None:
+            msg = f"interrupted after step {step} (no run folder, nothing saved)"
+        elif saved:
+            msg = f"interrupted: checkpoint at step {step} saved to {path} (continue with --resume)"
+        else:
+            msg = f"interrupted; the last checkpoint (step {step}) in {path} is kept (continue with --resume)"
+        super().__init__(msg)
+        self.step, self.path, self.signum, self.saved = step, path, signum, saved
+
+    @property
+    def exit_status(self) -> int:
+        return 128 + int(self.signum)
 
 
 @dataclass
@@ -69,11 +107,108 @@ def _predict_in_chunks(model, x, chunk=1024):
     return np.concatenate([model(x[i : i + chunk]) for i in range(0, len(x), chunk)])
 
 
-def _first_nonfinite(grads):
-    for k, g in grads.items():
+def first_nonfinite(tensors: dict, prefix: str = ""):
+    """Name of the first tensor (in dict order) holding a NaN or infinity, or None."""
+    for k, g in tensors.items():
         if not np.isfinite(g).all():
-            return k
+            return prefix + k
     return None
+
+
+_first_nonfinite = first_nonfinite  # old private name
+
+
+class _SignalFlag:
+    """While active (main thread only), SIGINT/SIGTERM set ``self.signum`` instead of interrupting; a
+    second SIGINT restores the default behaviour (``KeyboardInterrupt`` at once)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.signum = None
+        self._old = {}
+
+    def _handler(self, signum, frame):
+        if self.signum is not None and signum == signal.SIGINT:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for s in self.SIGNALS:
+                try:
+                    self._old[s] = signal.signal(s, self._handler)
+                except (ValueError, OSError):  # pragma: no cover - exotic embedding
+                    pass
+        return self
+
+    def __exit__(self, *exc):
+        for s, h in self._old.items():
+            signal.signal(s, h if h is not None else signal.SIG_DFL)
+        self._old.clear()
+        return False
+
+
+def _check_args(model_cfg, train_cfg, task, resume, force, callbacks):
+    if not isinstance(model_cfg, ModelConfig):
+        raise TypeError(f"model_cfg must be a minigpt.ModelConfig, got {type(model_cfg).__name__}")
+    if not isinstance(train_cfg, TrainConfig):
+        raise TypeError(f"train_cfg must be a minigpt.TrainConfig, got {type(train_cfg).__name__}")
+    if not isinstance(task, AffineRecurrence):
+        raise TypeError(f"task must be a minigpt.data.AffineRecurrence, got {type(task).__name__}")
+    if resume and force:
+        raise ValueError("resume and force contradict each other: pick one")
+    for cb in callbacks:
+        if not callable(cb):
+            raise TypeError(f"callbacks must be callables fn(step, model, record), got {cb!r}")
+    if task.length - 1 > model_cfg.n_ctx:
+        raise ValueError(f"data.length - 1 = {task.length - 1} positions exceed model.n_ctx = {model_cfg.n_ctx}")
+    from .presets import check_overflow
+
+    check_overflow(task, model_cfg)
+
+
+def prepare_run_dir(out_dir, resume: bool, force: bool) -> str:
+    """Check that ``out_dir`` can hold a run (a folder, writable, not holding another run unless
+    resuming or forcing) and create it; returns it as a string.  Raises TrainingError."""
+    try:
+        out_dir = os.fspath(out_dir)
+    except TypeError:
+        raise TypeError(f"out_dir must be a path, got {type(out_dir).__name__}") from None
+    if isinstance(out_dir, bytes):
+        out_dir = os.fsdecode(out_dir)
+    if not out_dir.strip():
+        raise TrainingError("the run folder name is empty")
+    if "\0" in out_dir:
+        raise TrainingError(f"the run folder name {out_dir!r} contains a NUL character")
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise TrainingError(f"{out_dir} exists and is not a folder; choose another --out")
+    if resume:
+        if not os.path.isdir(out_dir):
+            raise TrainingError(f"--resume: {out_dir} does not exist")
+        if not os.path.exists(os.path.join(out_dir, CHECKPOINT)):
+            raise TrainingError(f"--resume: no checkpoint in {out_dir} (the run stopped before its first checkpoint); start it again with --force")
+    elif not force:
+        present = [f for f in RUN_FILES if os.path.exists(os.path.join(out_dir, f))]
+        if present:
+            raise TrainingError(f"{out_dir} already holds a run ({present[0]}); use --resume to continue it or --force to overwrite it")
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except FileExistsError:
+        raise TrainingError(f"cannot create the run folder {out_dir}: a part of the path is a file") from None
+    except NotADirectoryError:
+        raise TrainingError(f"cannot create the run folder {out_dir}: a part of the path is a file") from None
+    except OSError as e:
+        raise TrainingError(f"cannot create the run folder {out_dir}: {e.strerror or e}") from None
+    probe = os.path.join(out_dir, ".write-test")
+    try:
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.unlink(probe)
+    except OSError as e:
+        raise TrainingError(f"the run folder {out_dir} is not writable: {e.strerror or e}") from None
+    return out_dir
 
 
 def train(
@@ -88,43 +223,50 @@ def train(
     spec: dict | None = None,
 ) -> TrainResult:
     """Train a fresh model (or resume the one in ``out_dir``).  ``callbacks``: ``fn(step, model, record)``
-    called after every evaluation.  Returns the model and the evaluation history."""
-    if task.length - 1 > model_cfg.n_ctx:
-        raise ValueError(f"data.length - 1 = {task.length - 1} positions exceed model.n_ctx = {model_cfg.n_ctx}")
+    called after every evaluation.  Returns the model and the evaluation history.
+
+    Raises ``ValueError``/``TypeError`` for bad arguments (including priors that overflow the model's
+    dtype within the sequence length), ``TrainingError`` (``NonFiniteError`` for NaN/inf) when training
+    cannot go on, ``CheckpointError`` for a corrupt checkpoint on resume, and ``TrainingInterrupted``
+    after Ctrl-C/SIGTERM (with a checkpoint saved)."""
+    callbacks = list(callbacks or ())
+    _check_args(model_cfg, train_cfg, task, resume, force, callbacks)
     tc = train_cfg
     model = Transformer(model_cfg, seed=tc.seed)
     opt = AdamW(model.params, lr=tc.lr, betas=(tc.beta1, tc.beta2), weight_decay=tc.weight_decay)
     rng, eval_rng = data_rngs(tc.seed)
     held_out = task.sample(tc.eval_size, eval_rng)
     start, history = 0, []
-    spec = spec or {"model": model_cfg.to_dict(), "train": tc.to_dict(), "data": task.spec()}
+    spec = {"model": model_cfg.to_dict(), "train": tc.to_dict(), "data": task.spec()}  # what the run is
 
     ckpt_path = metrics_path = None
     if out_dir is not None:
-        out_dir = os.fspath(out_dir)
+        out_dir = prepare_run_dir(out_dir, resume, force)
         ckpt_path = os.path.join(out_dir, CHECKPOINT)
         metrics_path = os.path.join(out_dir, METRICS)
         if resume:
-            if not os.path.exists(ckpt_path):
-                raise TrainingError(f"--resume: no checkpoint in {out_dir}")
             start, history = _restore(ckpt_path, model, opt, rng, spec)
-            _truncate_metrics(metrics_path, start)
+            _write_lines(metrics_path, history)  # exactly the records up to the checkpoint
         else:
-            if os.path.exists(ckpt_path) and not force:
-                raise TrainingError(f"{out_dir} already holds a run; use --resume to continue it or --force to overwrite it")
-            os.makedirs(out_dir, exist_ok=True)
-            with open(os.path.join(out_dir, CONFIG), "w") as f:
-                json.dump(spec, f, indent=2)
-            open(metrics_path, "w").close()
+            for f in RUN_FILES:  # --force: no stale checkpoint may survive the new config
+                p = os.path.join(out_dir, f)
+                if os.path.exists(p):
+                    os.unlink(p)
+            _write_json(os.path.join(out_dir, CONFIG), spec)
+            _write_lines(metrics_path, [])
+    saved_step = start if (resume and ckpt_path) else None
 
-    baseline_mse = evaluate(model, held_out, task, with_baselines=True)
+    with np.errstate(all="ignore"):
+        baseline_mse = evaluate(model, held_out, task, with_baselines=True)
     baseline_mse.pop("model")
 
     def save(step):
+        nonlocal saved_step
         if ckpt_path is None:
             return
         meta = {**spec, "step": step, "opt_t": opt.t, "rng": rng.bit_generator.state, "history": history}
         save_checkpoint(ckpt_path, model.params, meta, opt.state_arrays())
+        saved_step = step
 
     def log(record):
         history.append(record)
@@ -132,83 +274,127 @@ def train(
             with open(metrics_path, "a") as f:
                 f.write(json.dumps(record) + "\n")
 
+    def fault(step, what, tensor):
+        kept = (
+            f"the last good checkpoint (step {saved_step}) in {ckpt_path} is kept"
+            if saved_step is not None
+            else "no checkpoint was written" if ckpt_path is not None else "nothing was saved"
+        )
+        return NonFiniteError(f"non-finite {what} {tensor} at step {step}; training stopped and {kept}. {HINT}", step, tensor, saved_step)
+
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=tc.steps, initial=start, desc="train", dynamic_ncols=True, leave=False)
-    step = start
+        # disable=None: no bar when stderr is not a terminal (logs, pipes, tests)
+        bar = tqdm(total=tc.steps, initial=start, desc="train", dynamic_ncols=True, leave=False, disable=None)
+    flag = _SignalFlag()
     try:
-        for step in range(start, tc.steps):
-            batch = task.sample(tc.batch_size, rng)
-            loss, grads = model.loss_and_grad(batch.inputs, batch.targets)
-            bad = None if math.isfinite(loss) else "loss"
-            bad = bad or _first_nonfinite(grads)
-            if bad:
-                raise TrainingError(
-                    f"non-finite {'loss' if bad == 'loss' else 'gradient in ' + bad} at step {step}; "
-                    f"the last good checkpoint is kept. Hint: lower train.lr, keep train.grad_clip > 0, or narrow the data priors"
-                )
-            gnorm = clip_grad_norm(grads, tc.grad_clip)
-            lr = lr_at(step, tc.lr, tc.warmup_steps, tc.steps, tc.min_lr_ratio)
-            opt.step(grads, lr=lr)
-            done = step + 1
-            if bar is not None:
-                bar.update(1)
-                if done % 10 == 0:
-                    bar.set_postfix(loss=f"{loss:.3e}")
-            if done % tc.eval_every == 0 or done == tc.steps:
-                mse = evaluate(model, held_out)["model"]
-                rec = {"step": done, "lr": lr, "train_loss": loss, "grad_norm": gnorm, "eval_mse": float(np.mean(mse)), "eval_mse_by_pos": mse}
-                if done == tc.steps:
-                    rec["baselines_by_pos"] = baseline_mse
-                log(rec)
-                for cb in callbacks:
-                    cb(done, model, rec)
-            if done % tc.checkpoint_every == 0 or done == tc.steps:
-                save(done)
+        with flag, np.errstate(all="ignore"):  # non-finite values are detected below, not warned about
+            for step in range(start, tc.steps):
+                n = step + 1  # the step being computed (1-based)
+                batch = task.sample(tc.batch_size, rng)
+                x = batch.inputs.astype(model_cfg.dtype)
+                y = batch.targets.astype(model_cfg.dtype)
+                if not (np.isfinite(x).all() and np.isfinite(y).all()):
+                    raise fault(n, "training data", f"(a sequence overflows {model_cfg.dtype})")
+                loss, grads = model.loss_and_grad(x, y)
+                if not math.isfinite(loss):
+                    raise fault(n, "value of", "the loss")
+                bad = first_nonfinite(grads)
+                if bad:
+                    raise fault(n, "gradient of", bad)
+                gnorm = clip_grad_norm(grads, tc.grad_clip)
+                if not math.isfinite(gnorm):
+                    raise fault(n, "value of", "the global gradient norm")
+                lr = lr_at(step, tc.lr, tc.warmup_steps, tc.steps, tc.min_lr_ratio)
+                opt.step(grads, lr=lr)
+                bad = first_nonfinite(model.params) or first_nonfinite(opt.m, "opt.m/") or first_nonfinite(opt.v, "opt.v/")
+                if bad:
+                    raise fault(n, "parameter or optimizer state after the update:", bad)
+                done = n
+                if bar is not None:
+                    bar.update(1)
+                    if done % 10 == 0:
+                        bar.set_postfix(loss=f"{loss:.3e}")
+                if done % tc.eval_every == 0 or done == tc.steps:
+                    mse = evaluate(model, held_out)["model"]
+                    rec = {"step": done, "lr": lr, "train_loss": loss, "grad_norm": gnorm, "eval_mse": float(np.mean(mse)), "eval_mse_by_pos": mse}
+                    if done == tc.steps:
+                        rec["baselines_by_pos"] = baseline_mse
+                    log(rec)
+                    for cb in callbacks:
+                        cb(done, model, rec)
+                if done % tc.checkpoint_every == 0 or done == tc.steps:
+                    save(done)
+                if flag.signum is not None:
+                    if saved_step != done:
+                        save(done)
+                    raise TrainingInterrupted(done, ckpt_path, flag.signum)
     except KeyboardInterrupt:
-        done = opt.t if ckpt_path is None else _interrupted_step(opt, start)
-        save(done)
-        raise TrainingInterrupted(done, ckpt_path) from None
+        # A second Ctrl-C (or one outside the main thread's handler): the state may be mid-step, so it
+        # is not saved; the last checkpoint stays and resuming from it is exact.
+        raise TrainingInterrupted(saved_step or 0, ckpt_path, signal.SIGINT, saved=False) from None
     finally:
         if bar is not None:
             bar.close()
     return TrainResult(model, history, out_dir)
 
 
-def _interrupted_step(opt, start):
-    """Steps fully applied: the optimizer's count is the truth (a step is applied atomically by opt.step)."""
-    return opt.t
+def _write_json(path, obj):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _write_lines(path, records):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        for r in records:
+            f.write(json.dumps(r) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _norm(obj):
+    return json.loads(json.dumps(obj))
 
 
 def _restore(path, model, opt, rng, spec):
-    arrays, meta = load_checkpoint(path)
-    for section in ("model", "data"):
-        if meta.get(section) != json.loads(json.dumps(spec[section])):
-            raise TrainingError(f"--resume: the {section} config differs from the checkpoint's; resume with the same settings")
+    """Load the checkpoint at ``path`` into model, optimizer and RNG; returns (step, history)."""
+    arrays, meta = load_checkpoint(path)  # verified: checksum, keys, shapes, dtypes, finiteness, configs
+    if "step" not in meta:
+        raise CheckpointError(f"{path}: a bare model file, not a training checkpoint; it cannot be resumed")
+    for section in ("model", "train", "data"):
+        mine, theirs = _norm(spec[section]), meta.get(section)
+        if mine != theirs:
+            diff = sorted(k for k in set(mine) | set(theirs or {}) if mine.get(k) != (theirs or {}).get(k))
+            raise TrainingError(
+                f"--resume: the {section} config differs from the checkpoint's ({', '.join(f'{section}.{k}' for k in diff)}); "
+                "resume with the run's own settings"
+            )
     for k in model.params:
-        a = arrays.get("params/" + k)
-        if a is None or a.shape != model.params[k].shape or a.dtype != model.params[k].dtype:
-            raise TrainingError(f"--resume: checkpoint parameter {k!r} is missing or has the wrong shape")
-        model.params[k][...] = a
+        model.params[k][...] = arrays["params/" + k]
     opt.load_state_arrays(arrays, meta["opt_t"])
     rng.bit_generator.state = meta["rng"]
     return int(meta["step"]), list(meta.get("history", []))
 
 
-def _truncate_metrics(path, step):
-    """Drop metric lines written after the checkpoint's step (they will be written again)."""
+def load_run_spec(out_dir) -> dict:
+    """The ``{"model", "train", "data"}`` spec of the run in ``out_dir``, read from its (verified)
+    checkpoint; for ``--resume``."""
+    path = os.path.join(os.fspath(out_dir), CHECKPOINT)
+    if not os.path.isdir(out_dir):
+        raise TrainingError(f"--resume: {out_dir} is not a run folder")
     if not os.path.exists(path):
-        return
-    with open(path) as f:
-        lines = [ln for ln in f if ln.strip()]
-    keep = []
-    for ln in lines:
-        try:
-            if json.loads(ln).get("step", 0) <= step:
-                keep.append(ln)
-        except json.JSONDecodeError:
-            pass
-    with open(path, "w") as f:
-        f.writelines(keep)
+        raise TrainingError(f"--resume: no checkpoint in {out_dir} (the run stopped before its first checkpoint); start it again with --force")
+    _, meta = load_checkpoint(path)
+    if "step" not in meta:
+        raise CheckpointError(f"{path}: a bare model file, not a training checkpoint; it cannot be resumed")
+    from .checkpoint import _tuples
+
+    return {"model": dict(meta["model"]), "train": dict(meta["train"]), "data": _tuples(meta["data"])}
