@@ -197,6 +197,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", default="report")
     r.add_argument("--runs", default="runs", help="folder for the training runs")
     r.add_argument("--workers", type=int, default=None, help="parallel training processes (default: all cores)")
+    r.add_argument("--steps", type=int, default=None, help="training steps per seed (default: minigpt.reproduce.DEFAULT_STEPS)")
+    r.add_argument("--alternatives", choices=("auto", "always", "never"), default="auto",
+                   help="also train alternative settings: auto = when a claim fails under the paper preset")
+    r.add_argument("--alt-seeds", type=int, default=2, help="seeds per alternative setting (default 2)")
+    r.add_argument("--alt-steps", type=int, default=None, help="steps per alternative run (default: --steps)")
+    r.add_argument("--quiet", action="store_true", help="no progress lines")
     r.set_defaults(fn=cmd_reproduce)
 
     d = sub.add_parser("derive", help="print a derivation from the theory package, step by step")

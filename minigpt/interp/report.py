@@ -1,0 +1,196 @@
+"""Write ``REPORT.md`` from the analysis dicts of ``minigpt.interp.analysis.analyse`` (grouped by setting)."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .analysis import CLAIM_RATIO, TABLE_HEADER, table_rows
+
+READINGS = {
+    "logit": "logit reading: attention logits fall with x_t*x_j similarity (sim effect <= -0.25 nats, partial R^2 >= 0.1)",
+    "ov": "OV reading: the head writes minus what it reads (OV gain <= -0.2, R^2 >= 0.1, sd(dc) >= 5% sd(y))",
+    "anti": "anti-copy reading: its direct output is anti-correlated with the layer-0 estimate (r <= -0.3, sd(dc) >= 5% sd(y))",
+}
+
+
+def _verdict(flags):
+    k, n = sum(flags), len(flags)
+    word = "holds" if k == n else ("does not hold" if k == 0 else ("mostly holds" if k * 2 > n else "rarely holds"))
+    return dict(k=k, n=n, all=k == n, text=f"**{word}** ({k}/{n} seeds)")
+
+
+def verdicts(results):
+    """``{"copy": ..., "negsim": ..., "negsim_logit": ..., ...}`` aggregated over the seeds of one setting."""
+    out = {"copy": _verdict([r["claims"]["copy"]["holds"] for r in results]),
+           "negsim": _verdict([r["claims"]["negsim_any_holds"] for r in results])}
+    for reading in READINGS:
+        out["negsim_" + reading] = _verdict([r["claims"]["negsim"][reading]["holds"] for r in results])
+    return out
+
+
+def _f(v, nd=3):
+    if v is None:
+        return "-"
+    if isinstance(v, (bool, np.bool_)):
+        return "yes" if v else "no"
+    if isinstance(v, (int, np.integer)):
+        return str(v)
+    if isinstance(v, float) and v != 0 and (abs(v) < 1e-2 or abs(v) >= 1e4):
+        return f"{v:.2e}"
+    return f"{v:.{nd}g}" if isinstance(v, float) else str(v)
+
+
+def _table(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_f(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _copy_cell(r):
+    c = r["claims"]["copy"]
+    mark = "✓" if c["holds"] else "✗"
+    return (f"s{r['seed']}: {c['best_head']} copy {c['copy_score']:.2f} ({c['kind']}), ablation ×{c['ablation_ratio']:.2f} {mark}")
+
+
+def _ns_cell(r, reading):
+    c = r["claims"]["negsim"][reading]
+    if c["best"] is None:
+        top = r["claims"]["last_layer_top"]
+        return f"s{r['seed']}: none ✗ (top L{r['n_layers'] - 1} head {top['head']} ×{top['ablation_ratio']:.2f})"
+    mark = "✓" if c["holds"] else "✗"
+    return f"s{r['seed']}: {', '.join(c['heads'])}; best {c['best']} ablation ×{c['ablation_ratio']:.2f}, r(dc,need) {c['corr_need']:.2f} {mark}"
+
+
+def claims_table(results):
+    v = verdicts(results)
+    L = results[0]["n_layers"]
+    rows = [[
+        "Layer 0 forms an initial estimate by copying",
+        f"some layer-0 head has copy score >= 0.5 (attends to the current or previous term and its output carries that "
+        f"term, linear R^2) **and** resample-ablating it multiplies the MSE at t >= 2 by >= {CLAIM_RATIO:g}",
+        "<br>".join(_copy_cell(r) for r in results), v["copy"]["text"],
+    ]]
+    for reading, desc in READINGS.items():
+        rows.append([
+            f"Negative similarity heads in layer {L - 1} refine it ({reading})",
+            f"some layer-{L - 1} head meets the {desc}, **and** resample-ablating it multiplies the MSE at t >= 2 by >= {CLAIM_RATIO:g}",
+            "<br>".join(_ns_cell(r, reading) for r in results), v["negsim_" + reading]["text"],
+        ])
+    rows.append([
+        "Supporting: the residual after block 0 reads out as an affine function of x_t",
+        "R^2 of the recomputed-LN lens after block 0 regressed on x_t (t >= 1); embeddings alone in brackets",
+        "<br>".join(f"s{r['seed']}: {r['claims']['copy']['lens_r2_after_l0']:.3f} ({r['claims']['copy']['lens_r2_embed']:.3f})" for r in results),
+        "-",
+    ])
+    return "\n".join(["| claim | operational test | result per seed | verdict |", "|---|---|---|---|"]
+                     + ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in rows])
+
+
+def _mse_summary(results):
+    names = ["model", "copy", "linear", "least_squares", "three_term", "prior_mean"]
+    rows = []
+    for r in results:
+        m = r["mse_by_pos"]
+        rows.append([f"s{r['seed']}", m["model"][0], m["model"][1], r["mse_t2"]["model"]] + [r["mse_t2"][n] for n in names[1:]])
+    b = results[0].get("bayes_by_pos")
+    if b:
+        rows.append(["Bayes floor", b[0], b[1], 0.0] + ["" for _ in names[1:]])
+    return _table(["seed", "model t=0", "model t=1", "model t>=2"] + [f"{n} t>=2" for n in names[1:]], rows)
+
+
+def _lens_table(results):
+    rows = []
+    for r in results:
+        for ln in ("recompute", "frozen"):
+            d = r["lens"][ln]
+            rows.append([f"s{r['seed']}", ln] + [f"{m:.2e} / {q:.2f}" for m, q in zip(d["mse_t2"], d["r2_on_xt"])])
+    labels = results[0]["lens"]["recompute"]["labels"]
+    return _table(["seed", "LN"] + [f"{l}: MSE t>=2 / R^2 on x_t" for l in labels], rows)
+
+
+def _patch_summary(results):
+    rows = []
+    for r in results:
+        for which, p in r["patching"].items():
+            h = np.array(p["heads"])
+            order = np.argsort(-h.ravel())[:3]
+            H = r["n_heads"]
+            top = ", ".join(f"L{i // H}H{i % H} {h.ravel()[i]:.2f}" for i in order)
+            rp = np.array(p["resid_pre"])
+            last = ", ".join(f"{rp[l, -1]:.2f}" for l in range(rp.shape[0]))
+            rows.append([f"s{r['seed']}", which, top, last])
+    return _table(["seed", "corrupted", "top heads (restored fraction at last position)", "resid_pre l=0.. at last position"], rows)
+
+
+def _rel(path, out_dir):
+    return os.path.relpath(path, out_dir)
+
+
+def write_report(out_dir, groups, meta):
+    os.makedirs(out_dir, exist_ok=True)
+    from . import plots
+
+    fig_dir = os.path.join(out_dir, "figures")
+    lines = ["# Reproduction report: copying in layer 0, negative similarity heads in the last layer", ""]
+    lines += [f"Generated by `{meta['command']}` ({meta['mode']} mode, {meta['seconds']:.0f} s). Every number below is measured by "
+              "`minigpt.interp` on held-out sequences; the definitions are in [`docs/interp.md`](../docs/interp.md) and "
+              "were fixed before looking at these results. Nothing here is tuned to agree with the paper.", ""]
+    if meta["mode"] == "quick":
+        lines += ["**Quick mode**: small checkpoints shipped in `report/checkpoints/` (see its README) were re-analysed; they are "
+                  "smaller and shorter-trained than the `paper` preset, so treat the verdicts as a smoke test of the pipeline, "
+                  "not as the result. Run `minigpt reproduce` for the full report.", ""]
+    # summary of verdicts across settings
+    lines += ["## Verdicts by setting", ""]
+    srows = []
+    for name, results in groups.items():
+        v = verdicts(results)
+        cfg = results[0].get("config") or {}
+        desc = "paper preset" if name == "paper" else meta.get("alternatives", {}).get(name, name)
+        srows.append([f"`{name}`", desc, v["copy"]["text"], v["negsim_logit"]["text"], v["negsim_ov"]["text"], v["negsim_anti"]["text"],
+                      f"{np.mean([r['mse_t2']['model'] for r in results]):.2e}", str(results[0].get("step", cfg.get("train", {}).get("steps", "?")))])
+    lines += [_table(["setting", "what", "L0 copying", "NS logit", "NS OV", "NS anti-copy", "mean model MSE t>=2", "steps"], srows), ""]
+    lines += ["NS = negative similarity heads in the last layer that matter (ablation at least doubles the MSE), under each of "
+              "the three candidate readings of the term.", ""]
+    # training curves
+    hist = {f"{n} s{r['seed']}": r["history"] for n, rs in groups.items() for r in rs if r.get("history")}
+    if hist:
+        p = plots.training_curves(hist, os.path.join(fig_dir, "training_curves.png"), title="Training curves (all runs)")
+        lines += [f"![training curves]({_rel(p, out_dir)})", ""]
+    for name, results in groups.items():
+        lines += [f"## Setting `{name}`", ""]
+        cfg = results[0].get("config") or {}
+        if cfg.get("model"):
+            m, d = cfg["model"], cfg["data"]
+            lines += [f"Model: {m['n_layers']} layers, d_model {m['d_model']}, {m['n_heads']} heads, "
+                      f"{'attention-only' if m['attn_only'] else 'd_mlp ' + str(m['d_mlp'])}, LN {m['normalization_type']}. "
+                      f"Data: a ~ {tuple(d['a'])}, b ~ {tuple(d['b'])}, x0 ~ {tuple(d['x0'])}, {d['length']} terms. "
+                      f"Steps: {results[0].get('step')}.", ""]
+        lines += ["### Claims", "", claims_table(results), ""]
+        lines += ["### MSE (held-out, 1024 sequences)", "", _mse_summary(results), ""]
+        r0 = results[0]
+        figs = r0.get("figures") or {}
+        if figs:
+            lines += [f"Figures for seed {r0['seed']}:", ""]
+            for key, cap in (("mse", "MSE by position vs baselines"), ("attention", "attention patterns"), ("lens", "prediction lens"),
+                             ("ablation_resample", "resample ablation"), ("ablation_zero", "zero ablation"),
+                             ("ablation_by_pos", "ablation by position"), ("patch_heads_a", "head patching (a)"),
+                             ("patch_resid_a", "residual patching (a)"), ("patch_heads_b", "head patching (b)"),
+                             ("patch_heads_x0", "head patching (x0)"), ("logit_vs_sim", "logits vs similarity")):
+                if key in figs:
+                    lines.append(f"![{cap}]({_rel(figs[key], out_dir)})")
+            lines.append("")
+        lines += ["### Prediction lens", "", "Rows read the residual before each block and the final residual. `recompute`: final LN with "
+                  "fresh statistics; `frozen`: the real run's final LN scale.", "", _lens_table(results), ""]
+        lines += ["### Activation patching", "", "Clean and corrupted sequences share two of (a, b, x0). Restored fraction of the clean "
+                  "prediction at the last position.", "", _patch_summary(results), ""]
+        lines += ["### Head scores (per seed)", "", "Columns as in `docs/interp.md`; `abl ratio` = MSE at t >= 2 after resample-ablating "
+                  "the head / clean MSE.", ""]
+        for r in results:
+            lines += [f"Seed {r['seed']} (clean MSE t>=2 {r['mse_t2']['model']:.2e}; layer ablation ratios "
+                      + ", ".join(f"L{l} +{v:.2e}" for l, v in enumerate(r["layer_ablation_resample"])) + ")", "",
+                      _table(TABLE_HEADER, table_rows(r)), ""]
+    path = os.path.join(out_dir, "REPORT.md")
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return path

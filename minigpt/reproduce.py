@@ -1,0 +1,189 @@
+"""``minigpt reproduce``: train the ``paper`` preset for several seeds in parallel worker processes, run
+every analysis (``minigpt.interp.analysis``) and write ``report/REPORT.md`` with its PNG figures.
+
+If a claim of the paper does not hold under the ``paper`` preset, alternative settings
+(``ALTERNATIVES``) are trained and analysed the same way, so the report can say under which settings
+the mechanisms show (``--alternatives auto``, the default; ``always`` / ``never`` to force).
+
+``--quick`` skips training and re-analyses the small checkpoints shipped in ``report/checkpoints``.
+
+Workers are started with the ``spawn`` method after ``OPENBLAS_NUM_THREADS=1`` (and friends) are set, so
+each worker uses one BLAS thread: OpenBLAS thrashes when several processes each start one thread per core.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import sys
+import time
+
+BLAS_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+# name -> (description, overrides on top of the paper preset)
+ALTERNATIVES = {
+    "attn_only": ("attention-only blocks (no MLPs)", ["model.attn_only=true"]),
+    "a_negative": ("oscillating sequences only: a ~ U(-1, 0)", ['data.a=["uniform", -1.0, 0.0]']),
+    "short": ("shorter sequences: 10 terms", ["data.length=10"]),
+}
+DEFAULT_STEPS = 1200
+QUICK_DIR = "checkpoints"
+
+
+def _single_thread_env():
+    for k in BLAS_ENV:
+        os.environ[k] = "1"
+
+
+def _spec(overrides, steps, seed):
+    from . import presets
+
+    spec = presets.apply_overrides(presets.get_preset("paper"), list(overrides) + [f"train.steps={steps}", f"train.seed={seed}"])
+    spec["train"]["checkpoint_every"] = steps  # one checkpoint at the end
+    spec["train"]["eval_every"] = max(1, min(spec["train"]["eval_every"], steps // 6 or 1))
+    return spec
+
+
+def _task_from_meta(meta):
+    from .data import AffineRecurrence
+
+    return AffineRecurrence(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["data"].items() if k in ("a", "b", "x0", "length", "noise")})
+
+
+def run_job(job):
+    """Train (or reuse) one run and analyse it.  Runs in a worker process; returns the analysis dict."""
+    _single_thread_env()
+    from .checkpoint import load_checkpoint
+    from .interp.analysis import analyse
+    from .model import Transformer
+    from . import presets
+
+    t0 = time.time()
+    run_dir, spec = job["run_dir"], job.get("spec")
+    ckpt = os.path.join(run_dir, "checkpoint.npz") if run_dir else job["checkpoint"]
+    history, trained = [], False
+    if spec is not None:
+        mcfg, tcfg, task = presets.build(spec)
+        reuse = False
+        if os.path.exists(ckpt):
+            try:
+                _, meta = load_checkpoint(ckpt)
+                want = json.loads(json.dumps({"model": mcfg.to_dict(), "train": tcfg.to_dict(), "data": task.spec()}))
+                reuse = meta.get("step") == tcfg.steps and all(meta.get(k) == want[k] for k in ("model", "train", "data"))
+            except Exception:
+                reuse = False
+        if not reuse:
+            from .training import train
+
+            train(mcfg, tcfg, task, out_dir=run_dir, force=True, progress=False,
+                  spec={"model": mcfg.to_dict(), "train": tcfg.to_dict(), "data": task.spec()})
+            trained = True
+    _, meta = load_checkpoint(ckpt)
+    task = _task_from_meta(meta)
+    history = meta.get("history", [])
+    model = Transformer.load(ckpt)
+    t1 = time.time()
+    res = analyse(model, task, fig_dir=job["fig_dir"], label=job["label"], seed=job["seed"], figures=job["figures"])
+    res.update(setting=job["setting"], seed=job["seed"], checkpoint=ckpt, history=history, trained_now=trained,
+               train_seconds=t1 - t0, analysis_seconds=time.time() - t1, step=meta.get("step"),
+               config={k: meta.get(k) for k in ("model", "train", "data")})
+    if run_dir:
+        with open(os.path.join(run_dir, "analysis.json"), "w") as f:
+            json.dump(res, f)
+    return res
+
+
+def _run_pool(jobs, workers, log):
+    if not jobs:
+        return []
+    if workers <= 1 or len(jobs) == 1:
+        out = []
+        for j in jobs:
+            out.append(run_job(j))
+            log(f"  done {j['label']} ({out[-1]['train_seconds']:.0f}s train, {out[-1]['analysis_seconds']:.0f}s analysis)")
+        return out
+    import multiprocessing as mp
+
+    _single_thread_env()  # before spawning: every worker inherits one BLAS thread
+    ctx = mp.get_context("spawn")
+    out = []
+    with ctx.Pool(min(workers, len(jobs))) as pool:
+        for r in pool.imap_unordered(run_job, jobs, chunksize=1):
+            out.append(r)
+            log(f"  done {r['setting']} seed {r['seed']} ({r['train_seconds']:.0f}s train, {r['analysis_seconds']:.0f}s analysis)")
+    order = {(j["setting"], j["seed"]): i for i, j in enumerate(jobs)}
+    return sorted(out, key=lambda r: order[(r["setting"], r["seed"])])
+
+
+def _jobs(setting, overrides, seeds, steps, runs, fig_dir, figures_for=1):
+    jobs = []
+    for s in range(seeds):
+        jobs.append(dict(setting=setting, seed=s, spec=_spec(overrides, steps, s), run_dir=os.path.join(runs, setting, f"seed{s}"),
+                         fig_dir=fig_dir, label=f"{setting}_s{s}", figures=s < figures_for))
+    return jobs
+
+
+def main(args) -> int:
+    from .interp.report import verdicts, write_report
+
+    out = args.out
+    fig_dir = os.path.join(out, "figures")
+    workers = args.workers or os.cpu_count() or 1
+    log = (lambda m: None) if getattr(args, "quiet", False) else (lambda m: print(m, flush=True))
+    t0 = time.time()
+    groups = {}
+    if args.quick:
+        ckpts = sorted(glob.glob(os.path.join(out, QUICK_DIR, "*.npz")))
+        if not ckpts:
+            raise ValueError(f"--quick: no checkpoints in {os.path.join(out, QUICK_DIR)} (see its README for the commands that make them)")
+        jobs = []
+        for c in ckpts:
+            label = os.path.splitext(os.path.basename(c))[0]
+            setting, _, seed = label.rpartition("_s")
+            jobs.append(dict(setting=setting or label, seed=int(seed) if seed.isdigit() else 0, run_dir=None, checkpoint=c,
+                             fig_dir=fig_dir, label=label, figures=True))
+        log(f"reproduce --quick: analysing {len(jobs)} shipped checkpoint(s) with {min(workers, len(jobs))} worker(s)")
+        for r in _run_pool(jobs, workers, log):
+            groups.setdefault(r["setting"], []).append(r)
+        meta = dict(mode="quick", command="minigpt reproduce --quick", checkpoints=ckpts)
+    else:
+        if args.seeds < 1:
+            raise ValueError("--seeds must be at least 1")
+        steps = args.steps or DEFAULT_STEPS
+        log(f"reproduce: paper preset, {args.seeds} seeds x {steps} steps, {workers} worker(s) -> {args.runs}")
+        groups["paper"] = _run_pool(_jobs("paper", [], args.seeds, steps, args.runs, fig_dir), workers, log)
+        v = verdicts(groups["paper"])
+        mode = getattr(args, "alternatives", "auto")
+        need = mode == "always" or (mode == "auto" and not (v["copy"]["all"] and v["negsim"]["all"]))
+        alt_jobs = []
+        if need:
+            alt_seeds = args.alt_seeds
+            alt_steps = args.alt_steps or steps
+            log(f"reproduce: claims {'do not all hold' if mode == 'auto' else 'checked'} under the paper preset; "
+                f"alternatives {', '.join(ALTERNATIVES)}: {alt_seeds} seeds x {alt_steps} steps")
+            for name, (_, ov) in ALTERNATIVES.items():
+                alt_jobs += _jobs(name, ov, alt_seeds, alt_steps, args.runs, fig_dir)
+            for r in _run_pool(alt_jobs, workers, log):
+                groups.setdefault(r["setting"], []).append(r)
+        cmd = f"minigpt reproduce --seeds {args.seeds} --steps {steps} --alternatives {mode} --alt-seeds {args.alt_seeds}"
+        meta = dict(mode="full", command=cmd, steps=steps, workers=workers)
+    meta["seconds"] = time.time() - t0
+    meta["alternatives"] = {k: v[0] for k, v in ALTERNATIVES.items()}
+    path = write_report(out, groups, meta)
+    log(f"wrote {path} ({meta['seconds']:.0f}s)")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    import argparse
+
+    p = argparse.ArgumentParser()
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--out", default="report")
+    p.add_argument("--runs", default="runs")
+    p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--alternatives", default="auto")
+    p.add_argument("--alt-seeds", type=int, default=2)
+    p.add_argument("--alt-steps", type=int, default=None)
+    sys.exit(main(p.parse_args()))
