@@ -107,7 +107,9 @@ def _read_arrays(path: str) -> dict[str, np.ndarray]:
     try:
         with zipfile.ZipFile(path) as zf:
             infos = zf.infolist()
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
+    except PermissionError:
+        raise
+    except Exception as e:  # BadZipFile, EOFError, NotImplementedError (flipped version bytes), ...
         raise CheckpointError(f"{path}: corrupt or truncated archive ({type(e).__name__}: {e})") from None
     seen = set()
     for info in infos:
