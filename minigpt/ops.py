@@ -11,6 +11,15 @@ activation that costs extra work (``hook_result``) is asked for. ``record`` (opt
 ``record(name, grad)`` with the loss gradient with respect to each hooked activation.
 
 Shapes: batch B, positions T, d_model D, heads H, d_head E, d_mlp M.
+
+Speed (what the forms below are chosen for; they compute the same quantities):
+- every matmul is 2-D (``[N, n_in] @ [n_in, n_out]`` with N = B*T rows): numpy runs ``x[B, T, n] @ W`` as
+  a loop of B small matmuls;
+- row sums and row means are BLAS gemv with a ones vector (``ones @ x2``), far faster than ``x2.sum(0)``
+  or ``x.mean(-1)`` over a short axis;
+- long element-wise chains (GELU) run block by block with ``out=``, so their temporaries stay in cache;
+- attention keeps q, k, v contiguous per head (``[3, B, H, T, E]``) for the batched matmuls;
+- an op writes in place only into arrays it made itself and that no hook has seen.
 """
 from __future__ import annotations
 
@@ -23,8 +32,35 @@ _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _GELU_CUBIC = 0.044715
 
 
+_BLOCK = 16384  # elements per block in the blocked element-wise loops: a block and its temporaries stay in L2
+
+
 def _hook(hook, name, value):
     return value if hook is None else hook(name, value)
+
+
+_ONES: dict = {}
+
+
+def _ones(n, dtype):
+    """A cached vector of ``n`` ones (for row sums as one BLAS gemv)."""
+    key = (n, np.dtype(dtype))
+    if key not in _ONES:
+        if len(_ONES) > 64:
+            _ONES.clear()
+        _ONES[key] = np.ones(n, dtype)
+    return _ONES[key]
+
+
+def sum_rows(x2):
+    """x2 [N, n] -> [n], the sum over rows, as ``ones @ x2`` (one gemv)."""
+    return _ones(x2.shape[0], x2.dtype) @ x2
+
+
+def _row_blocks(n_rows, row_len):
+    """Slices of rows of about ``_BLOCK`` elements each."""
+    step = max(1, _BLOCK // max(row_len, 1))
+    return [slice(i, i + step) for i in range(0, n_rows, step)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -32,10 +68,11 @@ def _hook(hook, name, value):
 # ---------------------------------------------------------------------------------------------
 def linear_forward(x, W, b=None):
     """x [..., n_in], W [n_in, n_out], b [n_out] or None -> out [..., n_out] = x @ W + b."""
-    out = x @ W  # [..., n_out]
+    n_in, n_out = W.shape
+    out = x.reshape(-1, n_in) @ W  # [N, n_out]  one 2-D matmul over all N = B*T rows
     if b is not None:
         out += b
-    return out, (x, W, b is not None)
+    return out.reshape(*x.shape[:-1], n_out), (x, W, b is not None)
 
 
 def linear_backward(dout, cache):
@@ -43,9 +80,9 @@ def linear_backward(dout, cache):
     x, W, has_bias = cache
     n_in, n_out = W.shape
     d2 = dout.reshape(-1, n_out)  # [N, n_out]
-    dW = x.reshape(-1, n_in).T @ d2  # out = x @ W      ->  dW = x^T dout
-    db = d2.sum(0) if has_bias else None  # out += b      ->  db = sum over rows
-    dx = dout @ W.T  # out = x @ W      ->  dx = dout W^T
+    dW = x.reshape(-1, n_in).T @ d2  # out = x @ W      ->  dW = x^T dout     [n_in, n_out]
+    db = sum_rows(d2) if has_bias else None  # out += b      ->  db = sum over rows
+    dx = (d2 @ W.T).reshape(x.shape)  # out = x @ W      ->  dx = dout W^T     [..., n_in]
     return dx, dW, db
 
 
@@ -54,14 +91,18 @@ def linear_backward(dout, cache):
 # ---------------------------------------------------------------------------------------------
 def layernorm_forward(x, w, b, eps, hook=None):
     """x [..., D], w [D], b [D] -> out [..., D].  Hooks: hook_scale [..., 1], hook_normalized [..., D]."""
-    mean = x.mean(-1, keepdims=True)  # [..., 1]
-    xc = x - mean  # [..., D]
-    var = np.einsum("...d,...d->...", xc, xc)[..., None] / x.shape[-1]  # [..., 1] biased variance
-    scale = np.sqrt(var + eps)  # [..., 1]
+    D = x.shape[-1]
+    x2 = x.reshape(-1, D)  # [N, D]
+    mean = (x2 @ _ones(D, x.dtype)) / D  # [N]  row means as one gemv
+    xc = x2 - mean[:, None]  # [N, D]
+    var = np.einsum("nd,nd->n", xc, xc) / D  # [N] biased variance
+    scale = np.sqrt(var + eps).reshape(*x.shape[:-1], 1)  # [..., 1]
     scale = _hook(hook, "hook_scale", scale)
     rstd = 1.0 / scale  # [..., 1]
-    xhat = xc * rstd  # [..., D]
-    out = xhat * w + b  # [..., D]
+    xhat = xc.reshape(x.shape)  # [..., D]
+    xhat *= rstd  # xhat = (x - mean) / scale, in place in xc
+    out = xhat * w  # [..., D]
+    out += b
     out = _hook(hook, "hook_normalized", out)
     return out, (xhat, rstd, w)
 
@@ -72,16 +113,18 @@ def layernorm_backward(dout, cache, record=None):
     D = xhat.shape[-1]
     if record is not None:
         record("hook_normalized", dout)
-    db = dout.reshape(-1, D).sum(0)  # out = xhat * w + b      -> db = sum dout
-    dw = (dout * xhat).reshape(-1, D).sum(0)  # out = xhat * w + b      -> dw = sum dout * xhat
-    dxhat = dout * w  # [..., D]                  -> dxhat = dout * w
-    proj = np.einsum("...d,...d->...", dxhat, xhat)[..., None]  # [..., 1] <dxhat, xhat>
-    if record is not None:
-        record("hook_scale", -proj * rstd)  # xhat = xc / scale  -> dscale = -<dxhat, xhat> / scale
+    d2, xh2 = dout.reshape(-1, D), xhat.reshape(-1, D)  # [N, D]
+    db = sum_rows(d2)  # out = xhat * w + b      -> db = sum dout
+    dw = np.einsum("nd,nd->d", d2, xh2)  # out = xhat * w + b      -> dw = sum dout * xhat
+    dxhat = d2 * w  # [N, D]                  -> dxhat = dout * w
+    proj = np.einsum("nd,nd->n", dxhat, xh2)  # [N] <dxhat, xhat>
+    if record is not None:  # xhat = xc / scale  -> dscale = -<dxhat, xhat> / scale
+        record("hook_scale", -proj.reshape(rstd.shape) * rstd)
     # xhat = (x - mean) * rstd, with mean and rstd depending on x:
     # dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))
-    dx = dxhat - dxhat.mean(-1, keepdims=True)  # [..., D]
-    dx -= xhat * (proj / D)
+    dx = dxhat - ((dxhat @ _ones(D, dxhat.dtype)) / D)[:, None]  # [N, D]
+    dx -= xh2 * (proj / D)[:, None]
+    dx = dx.reshape(xhat.shape)
     dx *= rstd
     return dx, dw, db
 
@@ -89,51 +132,110 @@ def layernorm_backward(dout, cache, record=None):
 # ---------------------------------------------------------------------------------------------
 # Softmax over the last axis (max-subtracted)
 # ---------------------------------------------------------------------------------------------
-def softmax_forward(x):
-    """x [..., n] -> p [..., n], p_i = exp(x_i - max x) / sum_j exp(x_j - max x).  -inf entries give 0."""
-    e = np.exp(x - x.max(-1, keepdims=True))  # [..., n]
-    e /= e.sum(-1, keepdims=True)
+def _rowmax(x2):
+    """x2 [N, n] -> [N, 1], the max of each row.  For short rows a loop over the n columns is several
+    times faster than ``x2.max(1)`` (which numpy reduces row by row)."""
+    if x2.shape[1] > 32:
+        return x2.max(1, keepdims=True)
+    m = x2[:, :1].copy()  # [N, 1]
+    for j in range(1, x2.shape[1]):
+        np.maximum(m, x2[:, j : j + 1], out=m)
+    return m
+
+
+def softmax_forward(x, inplace=False):
+    """x [..., n] -> p [..., n], p_i = exp(x_i - max x) / sum_j exp(x_j - max x).  -inf entries give 0.
+
+    ``inplace=True`` overwrites ``x`` (when it is contiguous) with p."""
+    n = x.shape[-1]
+    x2 = x.reshape(-1, n)  # [N, n]
+    e = np.subtract(x2, _rowmax(x2), out=x2 if inplace else None)  # [N, n]  x - max x
+    np.exp(e, out=e)
+    e /= (e @ _ones(n, e.dtype))[:, None]  # row sums as one gemv
+    e = e.reshape(x.shape)
     return e, e
 
 
-def softmax_backward(dp, cache):
-    """Jacobian of softmax, written out once: dx_i = p_i * (dp_i - sum_j p_j dp_j)."""
+def softmax_backward(dp, cache, inplace=False):
+    """Jacobian of softmax, written out once: dx_i = p_i * (dp_i - sum_j p_j dp_j).
+
+    ``inplace=True`` overwrites ``dp`` (when it is contiguous) with dx."""
     p = cache
-    dx = dp - np.einsum("...n,...n->...", dp, p)[..., None]  # [..., n]
-    dx *= p
-    return dx
+    n = p.shape[-1]
+    p2, dp2 = p.reshape(-1, n), dp.reshape(-1, n)  # [N, n]
+    dot = np.einsum("in,in->i", dp2, p2)[:, None]  # [N, 1]  sum_j p_j dp_j
+    dx = np.subtract(dp2, dot, out=dp2 if inplace else None)  # [N, n]
+    dx *= p2
+    return dx.reshape(p.shape)
 
 
 # ---------------------------------------------------------------------------------------------
-# Activations
+# Activations.  Each backward takes ``out=`` (may be ``dout`` itself) to write dx into.
 # ---------------------------------------------------------------------------------------------
 def gelu_new_forward(x):
-    """GELU, tanh approximation (GPT-2): 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
-    t = np.tanh(_SQRT_2_OVER_PI * (x + _GELU_CUBIC * x * x * x))  # [...]
-    return 0.5 * x * (1.0 + t), (x, t)
+    """GELU, tanh approximation (GPT-2): 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
+
+    Runs block by block; keeps ``t = tanh(...)`` for the backward."""
+    n = x.shape[-1]
+    x2 = x.reshape(-1, n)  # [N, n]
+    out, t = np.empty_like(x2), np.empty_like(x2)
+    for r in _row_blocks(*x2.shape):
+        xb, tb, ob = x2[r], t[r], out[r]
+        np.multiply(xb, xb, out=tb)  # x^2
+        tb *= _SQRT_2_OVER_PI * _GELU_CUBIC
+        tb += _SQRT_2_OVER_PI
+        tb *= xb  # u = sqrt(2/pi) (x + 0.044715 x^3)
+        np.tanh(tb, out=tb)  # t = tanh(u)
+        np.add(tb, 1.0, out=ob)
+        ob *= xb
+        ob *= 0.5  # out = 0.5 x (1 + t)
+    return out.reshape(x.shape), (x, t.reshape(x.shape))
 
 
-def gelu_new_backward(dout, cache):
-    """d/dx = 0.5 (1 + t) + 0.5 x (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2)."""
+def gelu_new_backward(dout, cache, out=None):
+    """d/dx = 0.5 (1 + t) + 0.5 x (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2)
+            = (1 + t) * (0.5 + (1 - t) * 0.5 x sqrt(2/pi) (1 + 3 * 0.044715 x^2))     as 1 - t^2 = (1 - t)(1 + t),
+    reusing t = tanh(u) from the forward.  Runs block by block."""
     x, t = cache
-    x2 = x * x
-    inner = (_SQRT_2_OVER_PI * 0.5) * x * (1.0 + (3.0 * _GELU_CUBIC) * x2)  # 0.5 x du/dx
-    grad = 0.5 * (1.0 + t) + inner * (1.0 - t * t)  # d out / d x
-    grad *= dout
-    return grad
+    n = x.shape[-1]
+    x2, t2, d2 = x.reshape(-1, n), t.reshape(-1, n), dout.reshape(-1, n)  # [N, n]
+    dx = np.empty_like(d2) if out is None else out.reshape(-1, n)
+    blocks = _row_blocks(*x2.shape)
+    a = np.empty((blocks[0].stop - blocks[0].start, n), x2.dtype) if blocks else None  # scratch, one block
+    c = np.empty_like(a) if blocks else None
+    for r in blocks:
+        xb, tb = x2[r], t2[r]
+        ab, cb = a[: len(xb)], c[: len(xb)]
+        np.multiply(xb, xb, out=ab)  # x^2
+        ab *= 0.5 * _SQRT_2_OVER_PI * 3.0 * _GELU_CUBIC
+        ab += 0.5 * _SQRT_2_OVER_PI
+        ab *= xb  # 0.5 x du/dx = 0.5 x sqrt(2/pi) (1 + 3 * 0.044715 x^2)
+        np.subtract(1.0, tb, out=cb)
+        ab *= cb  # * (1 - t)
+        ab += 0.5
+        np.add(tb, 1.0, out=cb)
+        ab *= cb  # * (1 + t)  = d out / d x
+        np.multiply(ab, d2[r], out=dx[r])  # dx = dout * d out / d x
+    return dx.reshape(dout.shape)
 
 
 def gelu_forward(x):
     """GELU, exact: x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2))."""
-    cdf = 0.5 * (1.0 + erf(x / math.sqrt(2.0)))  # Phi(x)
+    cdf = erf(x / math.sqrt(2.0))
+    cdf += 1.0
+    cdf *= 0.5  # Phi(x)
     return x * cdf, (x, cdf)
 
 
-def gelu_backward(dout, cache):
+def gelu_backward(dout, cache, out=None):
     """d/dx x Phi(x) = Phi(x) + x phi(x)."""
     x, cdf = cache
-    pdf = np.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)  # phi(x)
-    return dout * (cdf + x * pdf)
+    g = x * x
+    g *= -0.5
+    np.exp(g, out=g)
+    g *= x * (1.0 / math.sqrt(2.0 * math.pi))  # x phi(x)
+    g += cdf
+    return np.multiply(dout, g, out=out)
 
 
 def relu_forward(x):
@@ -141,9 +243,9 @@ def relu_forward(x):
     return np.maximum(x, 0), x
 
 
-def relu_backward(dout, cache):
+def relu_backward(dout, cache, out=None):
     """1[x > 0] * dout."""
-    return dout * (cache > 0)
+    return np.multiply(dout, cache > 0, out=out)
 
 
 ACTIVATIONS = {
@@ -173,7 +275,8 @@ def mlp_backward(dout, cache, record=None):
     dpost, dW_out, db_out = linear_backward(dout, c_out)  # out = post @ W_out + b_out
     if record is not None:
         record("hook_post", dpost)
-    dpre = ACTIVATIONS[act_fn][1](dpost, c_act)  # post = act(pre)
+    # post = act(pre); dpost is ours, so dpre overwrites it unless it was recorded
+    dpre = ACTIVATIONS[act_fn][1](dpost, c_act, out=dpost if record is None else None)
     if record is not None:
         record("hook_pre", dpre)
     dx, dW_in, db_in = linear_backward(dpre, c_in)  # pre = x @ W_in + b_in
@@ -198,6 +301,14 @@ def causal_mask(T):
     return _MASKS[T]
 
 
+def causal_bias(T, dtype):
+    """[T, T]: 0 where a query may attend, -inf where the key is after the query (added to the scores)."""
+    key = (T, np.dtype(dtype))
+    if key not in _MASKS:
+        _MASKS[key] = np.where(causal_mask(T), -np.inf, 0.0).astype(dtype)
+    return _MASKS[key]
+
+
 def attention_forward(x, W_Q, b_Q, W_K, b_K, W_V, b_V, W_O, b_O, hook=None):
     """x [B, T, D]; W_Q/W_K/W_V [H, D, E]; b_Q/b_K/b_V [H, E]; W_O [H, E, D]; b_O [D] -> out [B, T, D].
 
@@ -206,72 +317,74 @@ def attention_forward(x, W_Q, b_Q, W_K, b_K, W_V, b_V, W_O, b_O, hook=None):
     """
     B, T, D = x.shape
     H, _, E = W_Q.shape
-    W_qkv = np.stack([W_Q, W_K, W_V], 1).transpose(2, 0, 1, 3).reshape(D, 3 * H * E)  # [D, 3HE] order (h, qkv, e)
-    b_qkv = np.stack([b_Q, b_K, b_V], 1).reshape(3 * H * E)  # [3HE]
-    qkv = (x.reshape(B * T, D) @ W_qkv + b_qkv).reshape(B, T, H, 3, E)  # [B, T, H, 3, E]
-    q = _hook(hook, "hook_q", qkv[:, :, :, 0])  # [B, T, H, E]
-    k = _hook(hook, "hook_k", qkv[:, :, :, 1])  # [B, T, H, E]
-    v = _hook(hook, "hook_v", qkv[:, :, :, 2])  # [B, T, H, E]
+    W_qkv = np.stack([W_Q, W_K, W_V]).transpose(2, 0, 1, 3).reshape(D, 3 * H * E)  # [D, 3HE] columns (qkv, h, e)
+    b_qkv = np.stack([b_Q, b_K, b_V]).reshape(3 * H * E)  # [3HE]
+    qkv = x.reshape(B * T, D) @ W_qkv  # [B*T, 3HE]  one fused matmul
+    qkv += b_qkv
+    heads = qkv.reshape(B, T, 3, H, E).transpose(2, 0, 3, 1, 4).copy()  # [3, B, H, T, E] contiguous per head
+    q = _hook(hook, "hook_q", heads[0].transpose(0, 2, 1, 3))  # [B, T, H, E]
+    k = _hook(hook, "hook_k", heads[1].transpose(0, 2, 1, 3))  # [B, T, H, E]
+    v = _hook(hook, "hook_v", heads[2].transpose(0, 2, 1, 3))  # [B, T, H, E]
     qh = q.transpose(0, 2, 1, 3)  # [B, H, T, E]
     kh = k.transpose(0, 2, 1, 3)  # [B, H, T, E]
     vh = v.transpose(0, 2, 1, 3)  # [B, H, T, E]
     scale = 1.0 / math.sqrt(E)
     scores = qh @ kh.transpose(0, 1, 3, 2)  # [B, H, T, T]
     scores *= scale
-    scores[..., causal_mask(T)] = -np.inf
+    scores += causal_bias(T, scores.dtype)  # -inf above the diagonal
     scores = _hook(hook, "hook_attn_scores", scores)
-    pattern, _ = softmax_forward(scores)  # [B, H, T, T]
+    pattern, _ = softmax_forward(scores, inplace=hook is None)  # [B, H, T, T]
     pattern = _hook(hook, "hook_pattern", pattern)
-    z = (pattern @ vh).transpose(0, 2, 1, 3)  # [B, T, H, E]
-    z = _hook(hook, "hook_z", z)
+    z = _hook(hook, "hook_z", (pattern @ vh).transpose(0, 2, 1, 3))  # [B, T, H, E]
+    z2 = z.reshape(B * T, H * E)  # [B*T, HE] (a copy, rows in (b, t) order)
     if hook is not None and hook.wants("hook_result"):
         result = np.einsum("bthe,hed->bthd", z, W_O)  # [B, T, H, D]
         result = hook("hook_result", result)
         out = result.sum(2) + b_O  # [B, T, D]
     else:
-        out = z.reshape(B * T, H * E) @ W_O.reshape(H * E, D)  # [B*T, D]
-        out = out.reshape(B, T, D) + b_O  # [B, T, D]
-    cache = (x, W_qkv, qh, kh, vh, pattern, z, W_O, scale)
+        out = z2 @ W_O.reshape(H * E, D)  # [B*T, D]
+        out += b_O
+        out = out.reshape(B, T, D)
+    cache = (x, W_qkv, qh, kh, vh, pattern, z2, W_O, scale)
     return out, cache
 
 
 def attention_backward(dout, cache, record=None):
     """Returns (dx [B, T, D], grads dict with keys W_Q, b_Q, W_K, b_K, W_V, b_V, W_O, b_O)."""
-    x, W_qkv, qh, kh, vh, pattern, z, W_O, scale = cache
+    x, W_qkv, qh, kh, vh, pattern, z2, W_O, scale = cache
     B, T, D = x.shape
     H, E, _ = W_O.shape
     dout2 = dout.reshape(B * T, D)  # [B*T, D]
     if record is not None:
         record("hook_result", np.broadcast_to(dout[:, :, None, :], (B, T, H, D)))
-    g = {"b_O": dout2.sum(0)}  # out = ... + b_O
-    g["W_O"] = (z.reshape(B * T, H * E).T @ dout2).reshape(H, E, D)  # out = z W_O  -> dW_O = z^T dout
-    dz = (dout2 @ W_O.reshape(H * E, D).T).reshape(B, T, H, E)  # out = z W_O  -> dz = dout W_O^T
+    g = {"b_O": sum_rows(dout2)}  # out = ... + b_O
+    g["W_O"] = (z2.T @ dout2).reshape(H, E, D)  # out = z W_O  -> dW_O = z^T dout
+    dz = dout2 @ W_O.reshape(H * E, D).T  # [B*T, HE]     out = z W_O  -> dz = dout W_O^T
     if record is not None:
-        record("hook_z", dz)
-    dzh = dz.transpose(0, 2, 1, 3)  # [B, H, T, E]
+        record("hook_z", dz.reshape(B, T, H, E))
+    dzh = dz.reshape(B, T, H, E).transpose(0, 2, 1, 3).copy()  # [B, H, T, E]
+    dheads = np.empty((3, B, H, T, E), dtype=dz.dtype)  # [3, B, H, T, E]  dq, dk, dv
     dpattern = dzh @ vh.transpose(0, 1, 3, 2)  # z = pattern v  -> dpattern = dz v^T   [B, H, T, T]
-    dvh = pattern.transpose(0, 1, 3, 2) @ dzh  # z = pattern v  -> dv = pattern^T dz   [B, H, T, E]
+    np.matmul(pattern.transpose(0, 1, 3, 2), dzh, out=dheads[2])  # z = pattern v  -> dv = pattern^T dz
     if record is not None:
         record("hook_pattern", dpattern)
-    dscores = softmax_backward(dpattern, pattern)  # pattern = softmax(scores); masked entries get 0
+    # pattern = softmax(scores); masked entries get 0
+    dscores = softmax_backward(dpattern, pattern, inplace=record is None)
     if record is not None:
         record("hook_attn_scores", dscores)
     dscores *= scale  # scores = q k^T * scale
-    dqkv = np.empty((B, T, H, 3, E), dtype=dout.dtype)  # [B, T, H, 3, E]
-    dqkv[:, :, :, 0] = (dscores @ kh).transpose(0, 2, 1, 3)  # dq = dscores k
-    dqkv[:, :, :, 1] = (dscores.transpose(0, 1, 3, 2) @ qh).transpose(0, 2, 1, 3)  # dk = dscores^T q
-    dqkv[:, :, :, 2] = dvh.transpose(0, 2, 1, 3)
+    np.matmul(dscores, kh, out=dheads[0])  # dq = dscores k
+    np.matmul(dscores.transpose(0, 1, 3, 2), qh, out=dheads[1])  # dk = dscores^T q
     if record is not None:
-        record("hook_q", dqkv[:, :, :, 0])
-        record("hook_k", dqkv[:, :, :, 1])
-        record("hook_v", dqkv[:, :, :, 2])
-    dqkv2 = dqkv.reshape(B * T, 3 * H * E)  # [B*T, 3HE]
-    dW = (x.reshape(B * T, D).T @ dqkv2).reshape(D, H, 3, E)  # qkv = x W_qkv + b_qkv
-    db = dqkv2.sum(0).reshape(H, 3, E)
+        for i, n in enumerate("qkv"):
+            record("hook_" + n, dheads[i].transpose(0, 2, 1, 3))  # [B, T, H, E]
+    dqkv = dheads.transpose(1, 3, 0, 2, 4).reshape(B * T, 3 * H * E)  # [B*T, 3HE] (a copy) columns (qkv, h, e)
+    dW = (x.reshape(B * T, D).T @ dqkv).reshape(D, 3, H, E)  # qkv = x W_qkv + b_qkv  -> dW_qkv = x^T dqkv
+    db = sum_rows(dqkv).reshape(3, H, E)
     for i, n in enumerate("QKV"):
-        g["W_" + n] = dW[:, :, i].transpose(1, 0, 2)  # [H, D, E]
-        g["b_" + n] = db[:, i]  # [H, E]
-    dx = (dqkv2 @ W_qkv.T).reshape(B, T, D)  # dx = dqkv W_qkv^T
+        g["W_" + n] = dW[:, i].transpose(1, 0, 2)  # [H, D, E]
+        g["b_" + n] = db[i]  # [H, E]
+    dx = (dqkv @ W_qkv.T).reshape(B, T, D)  # dx = dqkv W_qkv^T
     return dx, g
 
 
