@@ -140,11 +140,21 @@ class TrainConfig:
         return cls(**_check_fields(cls, "train", d))
 
 
+def did_you_mean(section, name, known) -> str:
+    """``"did you mean model.d_model?"`` for a near miss, else the list of known fields."""
+    import difflib
+
+    close = difflib.get_close_matches(str(name), known, n=1)
+    if close:
+        return f"did you mean {section}.{close[0]}?"
+    return f"{section} fields: {', '.join(known)}"
+
+
 def _check_fields(cls, section, d) -> dict:
     if not isinstance(d, dict):
         raise ValueError(f"the {section} section must be a mapping of field -> value, got {type(d).__name__}")
     known = [f.name for f in dataclasses.fields(cls) if f.init]
     for k in d:
         if k not in known:
-            raise ValueError(f"unknown field {section}.{k!s}; {section} fields: {', '.join(known)}")
+            raise ValueError(f"unknown field {section}.{k!s}; {did_you_mean(section, k, known)}")
     return dict(d)

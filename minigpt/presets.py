@@ -42,9 +42,11 @@ def parse_value(text: str):
 
 def apply_overrides(spec: dict, overrides) -> dict:
     """Apply ``section.field=value`` strings to a preset spec; unknown sections or fields raise ValueError."""
-    from .config import ModelConfig, TrainConfig
+    from .config import ModelConfig, TrainConfig, did_you_mean
     from .data import AffineRecurrence
 
+    if isinstance(overrides, str):
+        raise ValueError("overrides must be a list of section.field=value strings, not one string")
     fields = {
         "model": set(ModelConfig.__dataclass_fields__),
         "train": set(TrainConfig.__dataclass_fields__),
@@ -61,7 +63,7 @@ def apply_overrides(spec: dict, overrides) -> dict:
         if section not in SECTIONS:
             raise ValueError(f"unknown override section {section!r}; use one of {', '.join(SECTIONS)}")
         if field not in fields[section]:
-            raise ValueError(f"unknown field {key!r}; {section} fields: {', '.join(sorted(fields[section]))}")
+            raise ValueError(f"unknown field {key!r}; {did_you_mean(section, field, sorted(fields[section]))}")
         v = parse_value(value)
         if isinstance(v, list):
             v = tuple(v)
@@ -114,10 +116,12 @@ def build_task(data_spec):
 
     if not isinstance(data_spec, dict):
         raise ValueError(f"the data section must be a mapping of field -> value, got {type(data_spec).__name__}")
+    from .config import did_you_mean
+
     known = [f for f, v in AffineRecurrence.__dataclass_fields__.items() if v.init]
     for k in data_spec:
         if k not in known:
-            raise ValueError(f"unknown field data.{k!s}; data fields: {', '.join(known)}")
+            raise ValueError(f"unknown field data.{k!s}; {did_you_mean('data', k, known)}")
     try:
         return AffineRecurrence(**data_spec)
     except TypeError as e:  # defensive: a malformed value the task's own checks let through

@@ -236,6 +236,10 @@ def train(
     opt = AdamW(model.params, lr=tc.lr, betas=(tc.beta1, tc.beta2), weight_decay=tc.weight_decay)
     rng, eval_rng = data_rngs(tc.seed)
     held_out = task.sample(tc.eval_size, eval_rng)
+    with np.errstate(all="ignore"):
+        held_out_ok = np.isfinite(held_out.x.astype(model_cfg.dtype)).all()
+    if not held_out_ok:
+        raise NonFiniteError(f"non-finite held-out data (a sequence overflows {model_cfg.dtype}); narrow the data priors or shorten data.length", 0, "held-out data")
     start, history = 0, []
     spec = {"model": model_cfg.to_dict(), "train": tc.to_dict(), "data": task.spec()}  # what the run is
 
@@ -264,6 +268,9 @@ def train(
         nonlocal saved_step
         if ckpt_path is None:
             return
+        bad = first_nonfinite(model.params) or first_nonfinite(opt.m, "opt.m/") or first_nonfinite(opt.v, "opt.v/")
+        if bad:  # e.g. a callback wrote into the parameters; never replace a good checkpoint with this
+            raise fault(step, "parameter or optimizer state before saving:", bad)
         meta = {**spec, "step": step, "opt_t": opt.t, "rng": rng.bit_generator.state, "history": history}
         save_checkpoint(ckpt_path, model.params, meta, opt.state_arrays())
         saved_step = step
@@ -387,7 +394,10 @@ def _restore(path, model, opt, rng, spec):
 def load_run_spec(out_dir) -> dict:
     """The ``{"model", "train", "data"}`` spec of the run in ``out_dir``, read from its (verified)
     checkpoint; for ``--resume``."""
-    path = os.path.join(os.fspath(out_dir), CHECKPOINT)
+    out_dir = os.fspath(out_dir)
+    path = os.path.join(out_dir, CHECKPOINT)
+    if not os.path.exists(out_dir):
+        raise TrainingError(f"--resume: {out_dir} does not exist")
     if not os.path.isdir(out_dir):
         raise TrainingError(f"--resume: {out_dir} is not a run folder")
     if not os.path.exists(path):
