@@ -225,11 +225,21 @@ class Transformer:
 
     def loss_and_grad(self, x, target):
         """(loss, grads): the MSE and its gradient for every parameter (same keys and shapes)."""
-        pred, C = self._forward(self._prepare(x), self._state())
-        out = self._output(pred)
-        loss, c = ops.mse_forward(out, self._prepare_target(target, out.shape))
-        dpred = ops.mse_backward(c).reshape(pred.shape)  # [B, T, d_out]
-        return loss, self._backward(dpred, C)
+        x = self._prepare(x)
+        with ops.using(self._workspace(x.shape)):  # the ops reuse last step's arrays (see ops.Workspace)
+            pred, C = self._forward(x, self._state())
+            out = self._output(pred)
+            loss, c = ops.mse_forward(out, self._prepare_target(target, out.shape))
+            dpred = ops.mse_backward(c).reshape(pred.shape)  # [B, T, d_out]
+            grads = self._backward(dpred, C)
+        return loss, grads
+
+    def _workspace(self, shape):
+        """The arrays ``loss_and_grad`` reuses from step to step; a new input shape starts a new workspace."""
+        ws = getattr(self, "_ws", None)
+        if ws is None or ws[0] != shape:
+            ws = self._ws = (shape, ops.Workspace())
+        return ws[1]
 
     def run_with_cache(self, x, names_filter=None, incl_bwd=False, target=None):
         """(predictions, ActivationCache).  With ``incl_bwd=True`` the cache also holds ``name + "_grad"``,
