@@ -18,8 +18,8 @@ Bayes (noise = 0), with x_{t+1} = a x_t + b:
 Baselines (closed forms are expectations of polynomials in a, b, x0 and the noises, expanded by
 sympy and averaged with the priors' exact moments, in rational arithmetic):
   copy y_t;  linear 2 y_t - y_{t-1} (copy at t = 0);  oracle a y_t + b;  prior_mean E[a] y_t + E[b];
-  three_term: next_from_three at t >= 2 (copy at t = 0, linear at t = 1);
-  least_squares: fit y_{i+1} ~ a y_i + b over the prefix at t >= 2 (copy at t < 2).
+  three_term: next_from_three at t >= 2;  least_squares: fit y_{i+1} ~ a y_i + b over the prefix
+  at t >= 2; both copy at t < 2 (as ``minigpt.baselines``).
   three_term and least_squares are exact (MSE 0) at t >= 2 without noise; with noise they are
   ratios of random variables with no closed form (NotImplementedError).
 """
@@ -94,12 +94,10 @@ def _observed(k: int):
 def baseline_expr(name: str, t: int):
     """Symbolic prediction of y_{t+1} by a polynomial baseline at position t (None if not polynomial)."""
     y = [_observed(k) for k in range(t + 1)]
-    if name == "copy" or (name in ("linear", "three_term", "least_squares") and t == 0):
+    if name == "copy" or (name == "linear" and t == 0) or (name in ("three_term", "least_squares") and t < 2):
         return y[t]
-    if name == "linear" or (name == "three_term" and t == 1):
+    if name == "linear":
         return 2 * y[t] - y[t - 1]
-    if name == "least_squares" and t == 1:
-        return y[t]
     if name == "oracle":
         return a * y[t] + b
     if name == "prior_mean":
@@ -397,7 +395,7 @@ def _steps_bayes1():
         ("normal priors: Var(x1 | x0)", sp.Eq(sp.Symbol("V"), V)),
         ("posterior mean of a (Gaussian conditioning)", sp.Eq(sp.Symbol("E[a|x_0,x_1]"), post_mean)),
         ("posterior variance of a", sp.Eq(sp.Symbol("Var(a|x_0,x_1)"), post_var)),
-        ("Bayes MSE at position 1", sp.Eq(sp.Symbol("MSE_1"), sp.Symbol("E")(post_var * (x1 - x0) ** 2))),
+        ("Bayes MSE at position 1", sp.Eq(sp.Symbol("MSE_1"), sp.Function("E")(post_var * (x1 - x0) ** 2))),
         ("uniform priors: a | x0, x1 is uniform on [L, U] = [al, ah] cap {bl <= x1 - a x0 <= bh}", sp.Eq(sp.Symbol("Var(a|x_0,x_1)"), (sp.Symbol("U") - sp.Symbol("L")) ** 2 / 12)),
     ]
 

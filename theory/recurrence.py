@@ -136,13 +136,14 @@ def linear_error(k=n):
 
 # ----------------------------------------------------------------------------- numeric helpers
 def geometric_sum_numeric(a_, k):
-    """S_k(a) = (a^k - 1)/(a - 1), stable near a = 1 (expm1/log1p for a > 0); broadcasts."""
+    """S_k(a) = (a^k - 1)/(a - 1), stable near a = 1 (expm1/log1p for a > 1/2); broadcasts."""
     a_ = np.asarray(a_, dtype=float)
     k = np.asarray(k, dtype=float)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        pos = np.expm1(k * np.log1p(np.where(a_ > 0, a_ - 1.0, 0.0))) / (a_ - 1.0)  # a > 0
-        gen = (a_**k - 1.0) / (a_ - 1.0)  # a <= 0: |a - 1| >= 1, well conditioned
-    return np.where(a_ == 1.0, k, np.where(a_ > 0, pos, gen))
+    near = a_ > 0.5  # there a - 1 is exact (Sterbenz) and log1p(a - 1) is accurate
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        pos = np.expm1(k * np.log1p(np.where(near, a_ - 1.0, 0.0))) / (a_ - 1.0)
+        gen = (a_**k - 1.0) / (a_ - 1.0)  # a <= 1/2: |a - 1| >= 1/2, well conditioned
+    return np.where(a_ == 1.0, k, np.where(near, pos, gen))
 
 
 def term_numeric(a_, b_, x0_, k):

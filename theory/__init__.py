@@ -1,0 +1,12 @@
+"""theory: sympy derivations of what the affine recurrence, the optimal predictors and idealised
+attention heads compute, lambdified to numpy and checked against minigpt by property-based tests.
+
+    recurrence  closed form, fixed point, differences, identifiability, next_from_three, rule errors
+    bayes       posterior_mean_next, bayes_mse (the floor at positions 0 and 1), baseline_mse
+    heads       copying / previous-token / similarity heads, expansions, minigpt weights for them
+    backprop    sympy Jacobians of LayerNorm, softmax, GELUs, attention: an oracle for minigpt.ops
+    derive      TOPICS and render() for ``minigpt derive``
+"""
+from .recurrence import next_from_three  # noqa: F401
+
+__all__ = ["next_from_three", "recurrence", "bayes", "heads", "backprop", "derive"]

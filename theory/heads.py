@@ -1,0 +1,278 @@
+"""Idealised attention heads on a scalar sequence, their closed forms, and minigpt weights for them.
+
+On x [..., T] (terms x_0 .. x_{T-1}), a head at query t mixes the causal context j <= t:
+- copying head:         out_t = gamma x_t
+- previous-token head:  out_t = gamma x_{t-1}   (out_0 = gamma x_0: position 0 can only see itself)
+- similarity head:      out_t = gamma sum_{j<=t} softmax_j(beta x_t x_j + P[t, j]) x_j
+  With P = 0 the weights are an exponential tilt of the context by lambda = beta x_t, so the output is
+  the derivative of the context's cumulant generating function K(lambda) = log mean_j exp(lambda x_j):
+      out_t / gamma = K'(beta x_t) = mu_t + beta x_t k2_t + (beta x_t)^2 k3_t / 2 + (beta x_t)^3 k4_t / 6 + ...
+  (k2 = variance, k3, k4 the context's cumulants): the small-beta expansion. As beta -> +-inf the
+  head averages the context terms maximising sign(beta) x_t x_j (the large-beta limit): for beta < 0
+  (a *negative similarity* head) the term least similar to x_t (the min of the context if x_t > 0,
+  its max if x_t < 0).
+
+``head_model`` builds an attention-only, normalisation-free one-layer minigpt that computes these
+heads exactly (up to exp(-60) for the hard positional ones).
+"""
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import numpy as np
+import sympy as sp
+
+_HARD = 60.0  # positional logit making a head one-hot: leakage e^-60 ~ 1e-26
+
+
+# ----------------------------------------------------------------------------- closed forms
+def _causal(T: int) -> np.ndarray:
+    return np.tril(np.ones((T, T), dtype=bool))  # [T, T] True where key j <= query t
+
+
+def causal_softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of logits [..., T, T] over keys j <= t (the rest get weight 0)."""
+    T = logits.shape[-1]
+    z = np.where(_causal(T), logits, -np.inf)
+    z = z - z.max(-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(-1, keepdims=True)
+
+
+def similarity_logits(x, beta: float, pos_bias=None) -> np.ndarray:
+    """[..., T, T] logits beta x_t x_j (+ P[t, j]) for query t, key j."""
+    x = np.asarray(x, dtype=float)
+    logits = beta * x[..., :, None] * x[..., None, :]
+    if pos_bias is not None:
+        T = x.shape[-1]
+        logits = logits + np.asarray(pos_bias, dtype=float)[:T, :T]
+    return logits
+
+
+def similarity_pattern(x, beta: float, pos_bias=None) -> np.ndarray:
+    """Attention pattern [..., T, T] of the similarity head."""
+    return causal_softmax(similarity_logits(x, beta, pos_bias))
+
+
+def similarity_head(x, beta: float, gamma: float = 1.0, pos_bias=None) -> np.ndarray:
+    """out_t = gamma sum_{j<=t} softmax_j(beta x_t x_j + P[t, j]) x_j;  x [..., T] -> [..., T]."""
+    x = np.asarray(x, dtype=float)
+    return gamma * np.einsum("...tj,...j->...t", similarity_pattern(x, beta, pos_bias), x)
+
+
+def copy_head(x, gamma: float = 1.0) -> np.ndarray:
+    """out_t = gamma x_t."""
+    return gamma * np.asarray(x, dtype=float)
+
+
+def previous_token_head(x, gamma: float = 1.0) -> np.ndarray:
+    """out_t = gamma x_{t-1}, out_0 = gamma x_0."""
+    x = np.asarray(x, dtype=float)
+    return gamma * np.concatenate([x[..., :1], x[..., :-1]], axis=-1)
+
+
+def positional_bias(kind: str, T: int, strength: float = _HARD) -> np.ndarray:
+    """[T, T] bias P making a head attend to the current ("copy") or previous ("previous") term."""
+    P = np.zeros((T, T))
+    if kind == "copy":
+        P[np.arange(T), np.arange(T)] = strength
+    elif kind == "previous":
+        P[np.arange(1, T), np.arange(T - 1)] = strength
+        P[0, 0] = strength
+    else:
+        raise ValueError(f"positional bias kind must be 'copy' or 'previous', got {kind!r}")
+    return P
+
+
+def context_cumulants(x, order: int = 4) -> list[np.ndarray]:
+    """Running cumulants [k1, .., k_order] of the context x_0..x_t (equal weights), each [..., T]."""
+    x = np.asarray(x, dtype=float)
+    cnt = np.arange(1, x.shape[-1] + 1)
+    mu = np.cumsum(x, -1) / cnt
+    m = {}
+    for r in range(2, order + 1):  # central moments: mean_j (x_j - mu_t)^r, by the binomial theorem
+        raw = [np.cumsum(x**i, -1) / cnt for i in range(r + 1)]
+        m[r] = sum(math.comb(r, i) * raw[i] * (-mu) ** (r - i) for i in range(r + 1))
+    out = [mu, m.get(2), m.get(3), m[4] - 3 * m[2] ** 2 if order >= 4 else None]
+    return out[:order]
+
+
+def small_beta_expansion(x, beta: float, gamma: float = 1.0, order: int = 1) -> np.ndarray:
+    """gamma (mu_t + sum_{r=1..order} (beta x_t)^r k_{r+1,t} / r!); order 1: gamma (mean + beta x_t var)."""
+    if not 0 <= order <= 3:
+        raise ValueError("order must be 0..3")
+    x = np.asarray(x, dtype=float)
+    ks = context_cumulants(x, order + 1)
+    lam = beta * x
+    out = ks[0].copy()
+    for r in range(1, order + 1):
+        out = out + lam**r * ks[r] / math.factorial(r)
+    return gamma * out
+
+
+def large_beta_limit(x, beta: float, gamma: float = 1.0) -> np.ndarray:
+    """gamma * (mean of the context terms maximising sign(beta) x_t x_j); all j if x_t = 0 or beta = 0."""
+    x = np.asarray(x, dtype=float)
+    s = np.sign(beta) * x[..., :, None] * x[..., None, :]  # [..., T, T]
+    s = np.where(_causal(x.shape[-1]), s, -np.inf)
+    best = s == s.max(-1, keepdims=True)  # [..., T, T] ties share the weight
+    return gamma * (best * x[..., None, :]).sum(-1) / best.sum(-1)
+
+
+# ----------------------------------------------------------------------------- symbolic
+@lru_cache(maxsize=None)
+def symbolic_expansion(T: int, order: int = 3):
+    """Taylor series in beta of the similarity head (gamma = 1) at query t = T-1, with symbols x_0..x_{T-1}.
+
+    Returns (series, cumulant_form) — equal by ``check_expansion``.
+    """
+    xs = sp.symbols(f"x_0:{T}", real=True)
+    beta = sp.Symbol("beta", real=True)
+    xt = xs[-1]
+    w = [sp.exp(beta * xt * xj) for xj in xs]
+    out = sum(wj * xj for wj, xj in zip(w, xs)) / sum(w)
+    series = sp.series(out, beta, 0, order + 1).removeO()
+    mu = sum(xs) / T
+    cm = {r: sum((xj - mu) ** r for xj in xs) / T for r in (2, 3, 4)}
+    kappa = [mu, cm[2], cm[3], cm[4] - 3 * cm[2] ** 2]
+    cumulant_form = mu + sum((beta * xt) ** r * kappa[r] / sp.factorial(r) for r in range(1, order + 1))
+    return series, cumulant_form
+
+
+def check_expansion(T: int, order: int = 3) -> bool:
+    series, form = symbolic_expansion(T, order)
+    return sp.expand(series - form) == 0
+
+
+def arithmetic_context():
+    """a = 1 family x_j = x0 + j b: context mean and variance at query t (closed form, via sympy sums)."""
+    t, j = sp.symbols("t j", integer=True, nonnegative=True)
+    x0, b = sp.symbols("x0 b", real=True)
+    xj = x0 + j * b
+    mean = sp.simplify(sp.summation(xj, (j, 0, t)) / (t + 1))
+    var = sp.factor(sp.simplify(sp.summation(xj**2, (j, 0, t)) / (t + 1) - mean**2))
+    return mean, var
+
+
+# ----------------------------------------------------------------------------- sequence families
+FAMILIES = {
+    # name: (a prior, b prior, x0 prior) as minigpt.data.AffineRecurrence specs
+    "converging": (("uniform", 0.1, 0.9), ("uniform", -1.0, 1.0), ("uniform", -1.0, 1.0)),
+    "oscillating": (("uniform", -0.9, -0.1), ("uniform", -1.0, 1.0), ("uniform", -1.0, 1.0)),
+    "arithmetic": (("uniform", 1.0, 1.0), ("uniform", -1.0, 1.0), ("uniform", -1.0, 1.0)),
+}
+
+
+def copy_plus_head_fit(x, beta: float, pos_bias=None, start: int = 1) -> dict:
+    """How much a similarity head adds to the copy estimate, by least squares over positions t >= start.
+
+    x [batch, T+1] full sequences; the head (gamma = 1) reads x_0..x_t. Two fits of the next term:
+    copy + gamma head (fit gamma on the copy error x_{t+1} - x_t), and c x_t + gamma head (fit both).
+    Returns gamma, the MSE of copying, of copy + gamma head, r2 = 1 - mse_fit / mse_copy (share of the
+    copy error explained), and copy_weight, gamma2, mse2, r2_2 for the two-coefficient fit.
+    """
+    x = np.asarray(x, dtype=float)
+    head = similarity_head(x[:, :-1], beta, 1.0, pos_bias)[:, start:].ravel()  # [N] head outputs
+    cur = x[:, start:-1].ravel()  # [N] x_t
+    nxt = x[:, start + 1:].ravel()  # [N] x_{t+1}
+    resid = nxt - cur  # copy errors
+    gamma = float(head @ resid / max(head @ head, 1e-300))
+    mse_copy = float(np.mean(resid**2))
+    mse_fit = float(np.mean((resid - gamma * head) ** 2))
+    (c, g2), *_ = np.linalg.lstsq(np.stack([cur, head], 1), nxt, rcond=None)
+    mse2 = float(np.mean((nxt - c * cur - g2 * head) ** 2))
+    return {"gamma": gamma, "mse_copy": mse_copy, "mse_copy_plus_head": mse_fit, "r2": 1.0 - mse_fit / mse_copy,
+            "copy_weight": float(c), "gamma2": float(g2), "mse2": mse2, "r2_2": 1.0 - mse2 / mse_copy}
+
+
+def family_table(betas=(-4.0, -1.0, -0.25, 0.25, 1.0, 4.0), length: int = 12, batch: int = 4096, seed: int = 0) -> list[dict]:
+    """copy_plus_head_fit for every family in FAMILIES and every beta (one row each)."""
+    from minigpt.data import AffineRecurrence
+
+    rows = []
+    for name, (pa, pb, px) in FAMILIES.items():
+        x = AffineRecurrence(a=pa, b=pb, x0=px, length=length).sample(batch, np.random.default_rng(seed)).x
+        for beta in betas:
+            rows.append({"family": name, "beta": beta, **copy_plus_head_fit(x, beta)})
+    return rows
+
+
+# ----------------------------------------------------------------------------- minigpt weights
+def head_model(kind: str, n_ctx: int, beta: float = 0.0, gamma: float = 1.0, pos_bias=None, plus_copy: bool = False, dtype: str = "float64"):
+    """A one-layer attention-only minigpt (no LayerNorm) whose prediction is an idealised head.
+
+    kind: "copy", "previous" or "similarity" (logits beta x_t x_j + pos_bias[t, j], OV gain gamma).
+    Prediction at t = head_t (+ x_t if plus_copy).  Residual layout, d_model = 3 + n_ctx:
+      dim 0: x_t (W_E);  dim 1: constant 1 (W_pos);  dim 2: head output;  dims 3..: one-hot position.
+    q_t = (x_t, onehot(t)), k_j = sqrt(d_head) (beta x_j, P[:, j]), so q.k / sqrt(d_head) is the logit;
+    v_j = x_j; W_O writes gamma v into dim 2; W_U reads dim 2 (+ dim 0).
+    """
+    import minigpt
+
+    if kind in ("copy", "previous"):
+        P, beta = positional_bias(kind, n_ctx), 0.0
+    elif kind == "similarity":
+        P = np.zeros((n_ctx, n_ctx)) if pos_bias is None else np.asarray(pos_bias, dtype=float)
+        if P.shape != (n_ctx, n_ctx):
+            raise ValueError(f"pos_bias must be [n_ctx, n_ctx] = [{n_ctx}, {n_ctx}], got {list(P.shape)}")
+    else:
+        raise ValueError(f"kind must be 'copy', 'previous' or 'similarity', got {kind!r}")
+    D, E = 3 + n_ctx, 1 + n_ctx
+    cfg = minigpt.ModelConfig(n_layers=1, d_model=D, n_heads=1, d_head=E, d_mlp=1, n_ctx=n_ctx,
+                              attn_only=True, normalization_type=None, dtype=dtype)
+    model = minigpt.Transformer(cfg, seed=0)
+    root = math.sqrt(E)
+    p = {name: np.zeros_like(v, dtype=np.float64) for name, v in model.params.items()}
+    p["embed.W_E"][0, 0] = 1.0  # dim 0 <- x
+    p["pos_embed.W_pos"][:, 1] = 1.0  # dim 1 <- 1
+    p["pos_embed.W_pos"][np.arange(n_ctx), 3 + np.arange(n_ctx)] = 1.0  # dims 3.. <- onehot(pos)
+    W_Q, W_K, W_V, W_O = p["blocks.0.attn.W_Q"][0], p["blocks.0.attn.W_K"][0], p["blocks.0.attn.W_V"][0], p["blocks.0.attn.W_O"][0]
+    W_Q[0, 0] = 1.0  # q_0 = x_t
+    W_Q[3:, 1:] = np.eye(n_ctx)  # q_{1+i} = [t == i]
+    W_K[0, 0] = root * beta  # k_0 = sqrt(E) beta x_j
+    W_K[3:, 1:] = root * P.T  # k_{1+i} = sqrt(E) P[i, j]  (row 3+j of W_K is key position j)
+    W_V[0, 0] = 1.0  # v_0 = x_j
+    W_O[0, 2] = gamma  # dim 2 <- gamma z_0
+    p["unembed.W_U"][2, 0] = 1.0
+    if plus_copy:
+        p["unembed.W_U"][0, 0] = 1.0
+    model.params = {k: v.astype(cfg.dtype) for k, v in p.items()}
+    return model
+
+
+def head_closed_form(kind: str, x, beta: float = 0.0, gamma: float = 1.0, pos_bias=None, plus_copy: bool = False) -> np.ndarray:
+    """What ``head_model(kind, ...)`` predicts on x [batch, T], from the closed forms above."""
+    x = np.asarray(x, dtype=float)
+    if kind == "copy":
+        out = copy_head(x, gamma)
+    elif kind == "previous":
+        out = previous_token_head(x, gamma)
+    else:
+        out = similarity_head(x, beta, gamma, pos_bias)
+    return out + x if plus_copy else out
+
+
+# ----------------------------------------------------------------------------- teaching
+def _steps_similarity():
+    series, form = symbolic_expansion(3, 2)
+    beta = sp.Symbol("beta", real=True)
+    xs = sp.symbols("x_0:3", real=True)
+    mean, var = arithmetic_context()
+    t = sp.Symbol("t", integer=True, nonnegative=True)
+    x0, b = sp.symbols("x0 b", real=True)
+    lam = sp.Symbol("lambda")
+    return [
+        ("similarity head, 3 terms, query x_2: zeroth order in beta is the context mean", series.coeff(beta, 0)),
+        ("first order coefficient of beta", sp.factor(series.coeff(beta, 1))),
+        ("= x_t times the context variance (difference is 0)", sp.expand(series.coeff(beta, 1) - xs[2] * sp.expand(sum((xi - sum(xs) / 3) ** 2 for xi in xs) / 3))),
+        ("second order = (x_t^2 / 2) * third central moment (difference is 0)", sp.expand(series - form)),
+        ("in general: out/gamma = K'(lambda) at lambda = beta x_t, K = log mean_j exp(lambda x_j)",
+         sp.Eq(sp.Symbol("out/gamma"), sp.Derivative(sp.Function("K")(lam), lam))),
+        ("a = 1 family: context mean at query t", mean),
+        ("a = 1 family: context variance at query t", var),
+        ("x_t - mean = t b / 2, so x_t + (2/t)(x_t - mean) = x_t + b is exact on a = 1", sp.simplify(x0 + t * b - mean)),
+    ]
+
+
+TOPICS = {"similarity_head": _steps_similarity}
