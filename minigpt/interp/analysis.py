@@ -9,7 +9,7 @@ import numpy as np
 from .. import baselines
 from .ablation import head_ablation, layer_ablation
 from .head_scores import COLUMNS, classify_heads, head_scores
-from .lens import prediction_lens
+from .lens import prediction_lens, probe_lens
 from .patching import WHICH, make_pairs, patch_heads, patch_resid
 
 EVAL_SEED = 12345
@@ -36,7 +36,7 @@ def bayes_floor(task, T):
     return np.array([bayes_mse(t, task) for t in range(T)])
 
 
-def analyse(model, task, n_eval=1024, n_scores=512, n_patch=256, fig_dir=None, label="", seed=0, figures=True):
+def analyse(model, task, n_eval=1024, n_scores=512, n_abl=512, n_patch=128, fig_dir=None, label="", seed=0, figures=True):
     """Every measurement on one model.  Returns a dict of lists/floats (JSON-able)."""
     cfg = model.cfg
     L, H = cfg.n_layers, cfg.n_heads
@@ -66,14 +66,14 @@ def analyse(model, task, n_eval=1024, n_scores=512, n_patch=256, fig_dir=None, l
     # --- ablations (MSE over positions t >= 2 as the main number, plus per position)
     res["ablation"] = {}
     for method in ("zero", "mean", "resample"):
-        ab = head_ablation(model, x, y, method, seed=seed)
+        ab = head_ablation(model, x[:n_abl], y[:n_abl], method, seed=seed)
         base2 = ab["base"][2:].mean()
         inc2 = ab["by_pos"][:, :, 2:].mean(-1)
         res["ablation"][method] = {
             "table": ab["table"].tolist(), "table_t2": inc2.tolist(), "ratio_t2": ((inc2 + base2) / base2).tolist(),
             "by_pos": ab["by_pos"].tolist(), "base_t2": float(base2),
         }
-    res["layer_ablation_resample"] = layer_ablation(model, x, y, "resample", seed).tolist()
+    res["layer_ablation_resample"] = layer_ablation(model, x[:n_abl], y[:n_abl], "resample", seed).tolist()
     # --- lens
     _, cache = model.run_with_cache(x)
     res["lens"] = {}
@@ -83,6 +83,7 @@ def analyse(model, task, n_eval=1024, n_scores=512, n_patch=256, fig_dir=None, l
                            "mse_t2": [float(_sq(p, y)[:, 2:].mean()) for p in preds],
                            "r2_on_xt": [_r2_affine(p[:, 1:], x[:, 1:]) for p in preds],
                            "mse_vs_copy": [float(_sq(p, x)[:, 1:].mean()) for p in preds]}
+    res["probe"] = probe_lens(cache, x, y)
     # --- patching
     res["patching"] = {}
     for which in WHICH:
@@ -113,6 +114,12 @@ def claim_tests(res):
         "lens_r2_after_l0": res["lens"]["recompute"]["r2_on_xt"][1], "lens_r2_embed": res["lens"]["recompute"]["r2_on_xt"][0],
     }
     out["copy"]["holds"] = bool(out["copy"]["copy_score"] >= 0.5 and out["copy"]["ablation_ratio"] >= CLAIM_RATIO)
+    # residual reading (added after the first paper-preset run showed diffuse layer-0 attention; see docs/interp.md):
+    # the best linear estimate of x_{t+1} from the residual after block 0 is closer to a copy of x_t than to x_{t+1}
+    pr = res["probe"]
+    out["copy_resid"] = {"probe_mse_after_l0": pr["mse"][1], "probe_dist_xt_after_l0": pr["mse_vs_xt"][1], "copy_mse": res["mse_t2"]["copy"],
+                         "probe_r2_after_l0": pr["r2_on_xt"][1], "probe_mse": pr["mse"], "probe_dist_xt": pr["mse_vs_xt"]}
+    out["copy_resid"]["holds"] = bool(pr["mse_vs_xt"][1] < pr["mse"][1])
     # claim 2: layer-2 (last layer) negative similarity heads refine
     last = L - 1
     out["negsim"] = {}

@@ -48,7 +48,7 @@ from .lens import prediction_lens
 from .resid import head_results
 
 THRESHOLDS = dict(copy=0.5, sim_effect=-0.25, sim_r2=0.1, ov_gain=-0.2, ov_r2=0.1, dc_rel=0.05, corr_est0=-0.3)
-COLUMNS = ("current", "previous", "first", "copy_cur", "copy_prev", "copy", "alpha", "beta", "r2", "sim_r2", "sim_effect",
+COLUMNS = ("current", "previous", "first", "probe_cur", "probe_prev", "copy_cur", "copy_prev", "copy", "alpha", "beta", "r2", "sim_r2", "sim_effect",
            "ov_gain", "ov_r2", "dc_rel", "corr_x", "corr_dx", "corr_est0", "corr_need")
 
 
@@ -172,7 +172,7 @@ def head_scores(model, x, y, t_min=1):
             xbar = np.einsum("btj,bj->bt", a, x)[:, sl]
             g, g_r2 = _slope_r2(dc, xbar)
             vals = dict(
-                current=cur, previous=prev, first=first, copy_cur=min(cur, p_cur), copy_prev=min(prev, p_prev),
+                current=cur, previous=prev, first=first, probe_cur=p_cur, probe_prev=p_prev, copy_cur=min(cur, p_cur), copy_prev=min(prev, p_prev),
                 alpha=fit["alpha"], beta=fit["beta"], r2=fit["r2"], sim_r2=fit["sim_r2"], sim_effect=fit["sim_effect"],
                 ov_gain=g, ov_r2=g_r2, dc_rel=float(dc.std() / sd_y) if sd_y > 0 else 0.0,
                 corr_x=_corr(dc, x[:, sl]), corr_dx=_corr(dc, dx[:, sl]), corr_est0=_corr(dc, est0[:, sl]),

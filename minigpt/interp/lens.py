@@ -51,3 +51,31 @@ def lens_mse(model, cache, target, ln="recompute"):
     preds, labels = prediction_lens(model, cache, ln)
     d = preds - np.asarray(target)[None]
     return (d * d).mean(1), labels
+
+
+def probe_lens(cache, x, y, t_min=2, train_frac=0.5):
+    """A linear-probe ("tuned") lens: for every accumulated residual, the best linear read-out of the target
+    ``y`` (least squares with intercept, fitted on the first ``train_frac`` of the sequences, scored on the rest,
+    positions ``t >= t_min``).  Unlike the read-out lenses it finds an estimate in *any* direction of the stream.
+
+    Returns ``{"labels", "mse" [rows], "mse_vs_xt" [rows], "r2_on_xt" [rows]}``: held-out MSE against the
+    target, mean squared distance of the estimate from the current term x_t (0: the estimate is a copy), and
+    the R^2 of the estimate regressed on x_t (not discriminative on its own: x_{t+1} itself is highly
+    correlated with x_t)."""
+    stack, labels = accumulated_resid(cache)
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    B = x.shape[0]
+    n_tr = max(1, int(B * train_frac))
+    mse, r2, mse_xt = [], [], []
+    for r in stack:
+        F = r[:, t_min:].astype(np.float64)  # [B, T', D]
+        F = np.concatenate([F, np.ones(F.shape[:2] + (1,))], -1)
+        coef, *_ = np.linalg.lstsq(F[:n_tr].reshape(-1, F.shape[-1]), y[:n_tr, t_min:].ravel(), rcond=None)
+        pred = F[n_tr:] @ coef  # [B', T']
+        mse.append(float(((pred - y[n_tr:, t_min:]) ** 2).mean()))
+        mse_xt.append(float(((pred - x[n_tr:, t_min:]) ** 2).mean()))
+        xc, pc = x[n_tr:, t_min:].ravel(), pred.ravel()
+        xc, pc = xc - xc.mean(), pc - pc.mean()
+        den = (xc * xc).sum() * (pc * pc).sum()
+        r2.append(float((xc * pc).sum() ** 2 / den) if den > 0 else 0.0)
+    return {"labels": labels, "mse": mse, "r2_on_xt": r2, "mse_vs_xt": mse_xt}

@@ -48,6 +48,7 @@ def attention_patterns(attention, path, tokens=None, head_names=None, n_cols=Non
         ax.set_ylabel("dest", fontsize=7)
     if title:
         fig.suptitle(title)
+    fig.tight_layout()
     return _save(fig, path)
 
 
@@ -60,17 +61,18 @@ def bootstrap_band(sq_err, n_boot=200, seed=0, q=(2.5, 97.5)):
     return sq_err.mean(0), lo, hi
 
 
-def mse_by_position(sq_errs: dict, path, title="MSE by position", floor=None):
+def mse_by_position(sq_errs: dict, path, title="MSE by position", floor=None, clip=1e-7):
     """``sq_errs {name: [batch, pos] squared errors}``: mean with 95% bootstrap bands, log scale.
-    ``floor``: optional ``[pos]`` curve (e.g. the Bayes-optimal MSE) drawn dashed."""
+    ``floor``: optional ``[pos]`` curve (e.g. the Bayes-optimal MSE) drawn dashed.  Values below ``clip``
+    (exact predictors, MSE ~ 1e-30) are drawn at ``clip``."""
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for name, se in sq_errs.items():
         m, lo, hi = bootstrap_band(np.asarray(se, np.float64))
         pos = np.arange(len(m))
-        ax.plot(pos, np.maximum(m, 1e-12), label=name, lw=2.2 if name == "model" else 1.2)
-        ax.fill_between(pos, np.maximum(lo, 1e-12), np.maximum(hi, 1e-12), alpha=0.2)
+        ax.plot(pos, np.maximum(m, clip), label=name, lw=2.2 if name == "model" else 1.2)
+        ax.fill_between(pos, np.maximum(lo, clip), np.maximum(hi, clip), alpha=0.2)
     if floor is not None:
-        ax.plot(np.arange(len(floor)), np.maximum(floor, 1e-12), "k--", lw=1, label="Bayes floor")
+        ax.plot(np.arange(len(floor)), np.maximum(floor, clip), "k--", lw=1, label=f"Bayes floor (0 drawn at {clip:g})")
     ax.set_yscale("log")
     ax.set_xlabel("position t (predicting term t+1)")
     ax.set_ylabel("MSE")

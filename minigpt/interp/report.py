@@ -23,6 +23,7 @@ def _verdict(flags):
 def verdicts(results):
     """``{"copy": ..., "negsim": ..., "negsim_logit": ..., ...}`` aggregated over the seeds of one setting."""
     out = {"copy": _verdict([r["claims"]["copy"]["holds"] for r in results]),
+           "copy_resid": _verdict([r["claims"]["copy_resid"]["holds"] for r in results]),
            "negsim": _verdict([r["claims"]["negsim_any_holds"] for r in results])}
     for reading in READINGS:
         out["negsim_" + reading] = _verdict([r["claims"]["negsim"][reading]["holds"] for r in results])
@@ -71,6 +72,14 @@ def claims_table(results):
         f"term, linear R^2) **and** resample-ablating it multiplies the MSE at t >= 2 by >= {CLAIM_RATIO:g}",
         "<br>".join(_copy_cell(r) for r in results), v["copy"]["text"],
     ]]
+    rows.append([
+        "Layer 0 forms an initial estimate by copying (residual reading)",
+        "the best linear estimate of x_{t+1} from the residual after block 0 (probe fitted on half the sequences, scored on "
+        "the other half, t >= 2) is closer to x_t (a copy) than to x_{t+1}: mean squared distance to x_t < MSE",
+        "<br>".join(f"s{r['seed']}: dist to x_t {r['claims']['copy_resid']['probe_dist_xt_after_l0']:.3g} vs MSE {r['claims']['copy_resid']['probe_mse_after_l0']:.3g} "
+                    f"(copy baseline MSE {r['claims']['copy_resid']['copy_mse']:.3g}) {'✓' if r['claims']['copy_resid']['holds'] else '✗'}" for r in results),
+        v["copy_resid"]["text"],
+    ])
     for reading, desc in READINGS.items():
         rows.append([
             f"Negative similarity heads in layer {L - 1} refine it ({reading})",
@@ -147,9 +156,9 @@ def write_report(out_dir, groups, meta):
         v = verdicts(results)
         cfg = results[0].get("config") or {}
         desc = "paper preset" if name == "paper" else meta.get("alternatives", {}).get(name, name)
-        srows.append([f"`{name}`", desc, v["copy"]["text"], v["negsim_logit"]["text"], v["negsim_ov"]["text"], v["negsim_anti"]["text"],
+        srows.append([f"`{name}`", desc, v["copy"]["text"], v["copy_resid"]["text"], v["negsim_logit"]["text"], v["negsim_ov"]["text"], v["negsim_anti"]["text"],
                       f"{np.mean([r['mse_t2']['model'] for r in results]):.2e}", str(results[0].get("step", cfg.get("train", {}).get("steps", "?")))])
-    lines += [_table(["setting", "what", "L0 copying", "NS logit", "NS OV", "NS anti-copy", "mean model MSE t>=2", "steps"], srows), ""]
+    lines += [_table(["setting", "what", "L0 copying head", "L0 copy estimate (probe)", "NS logit", "NS OV", "NS anti-copy", "mean model MSE t>=2", "steps"], srows), ""]
     lines += ["NS = negative similarity heads in the last layer that matter (ablation at least doubles the MSE), under each of "
               "the three candidate readings of the term.", ""]
     # training curves
@@ -182,6 +191,9 @@ def write_report(out_dir, groups, meta):
             lines.append("")
         lines += ["### Prediction lens", "", "Rows read the residual before each block and the final residual. `recompute`: final LN with "
                   "fresh statistics; `frozen`: the real run's final LN scale.", "", _lens_table(results), ""]
+        lines += ["Linear-probe lens (held-out, t >= 2): MSE against x_{t+1} / mean squared distance from x_t:", "",
+                  _table(["seed"] + results[0]["probe"]["labels"],
+                         [[f"s{r['seed']}"] + [f"{m:.2e} / {q:.2e}" for m, q in zip(r["probe"]["mse"], r["probe"]["mse_vs_xt"])] for r in results]), ""]
         lines += ["### Activation patching", "", "Clean and corrupted sequences share two of (a, b, x0). Restored fraction of the clean "
                   "prediction at the last position.", "", _patch_summary(results), ""]
         lines += ["### Head scores (per seed)", "", "Columns as in `docs/interp.md`; `abl ratio` = MSE at t >= 2 after resample-ablating "
