@@ -106,11 +106,11 @@ def baseline_expr(name: str, t: int):
 
 
 @lru_cache(maxsize=None)
-def _squared_error_poly(name: str, t: int):
-    """Expanded (y_{t+1} - prediction)^2 as a Poly in (a, b, x0, sigma, m_a, m_b, e_0 .. e_{t+1})."""
+def _error_power_poly(name: str, t: int, power: int = 2):
+    """Expanded (y_{t+1} - prediction)^power as (monomial, coeff) terms in (a, b, x0, sigma, m_a, m_b, e_0 .. e_{t+1})."""
     err = _observed(t + 1) - baseline_expr(name, t)
     gens = [a, b, x0, _s, _ma, _mb] + [sp.Symbol(f"e_{k}") for k in range(t + 2)]
-    poly = sp.Poly(sp.expand(err**2), *gens)
+    poly = sp.Poly(sp.expand(err**power), *gens)
     return [(monom, int(coeff)) for monom, coeff in poly.terms()]
 
 
@@ -154,7 +154,20 @@ def baseline_mse(name: str, position: int, prior) -> float:
         if task.noise == 0:
             return 0.0
         raise NotImplementedError(f"{name} with noise > 0 at position {t} is a ratio of random variables: no closed form")
-    return _expect_poly(_squared_error_poly(name, t), task)
+    return _expect_poly(_error_power_poly(name, t, 2), task)
+
+
+def baseline_error_moment(name: str, position: int, prior, power: int = 4) -> float:
+    """E[(y_{t+1} - prediction)^power] in closed form for the polynomial baselines (copy, linear,
+    oracle, prior_mean, and three_term / least_squares at t < 2). With power = 4 this gives the exact
+    standard error of a Monte Carlo MSE: sqrt((E[e^4] - E[e^2]^2) / N)."""
+    if name not in BASELINES:
+        raise ValueError(f"unknown baseline {name!r}; choose from {BASELINES}")
+    task = as_task(prior)
+    t = _check_position(position, task)
+    if baseline_expr(name, t) is None:
+        raise NotImplementedError(f"{name} at position {t} is not a polynomial predictor")
+    return _expect_poly(_error_power_poly(name, t, int(power)), task)
 
 
 def _check_position(position, task) -> int:
