@@ -134,10 +134,17 @@ def cmd_gradcheck(args) -> int:
 
 
 # ----------------------------------------------------------------------------- other commands
+def _missing(e: ImportError, *modules) -> bool:
+    """True when the import failed because ``modules`` do not exist (not because of a bug inside them)."""
+    return isinstance(e, ModuleNotFoundError) and e.name in modules
+
+
 def cmd_reproduce(args) -> int:
     try:
         from .reproduce import main as reproduce_main
-    except ImportError:
+    except ImportError as e:
+        if not _missing(e, "minigpt.reproduce"):
+            raise
         raise UsageError("minigpt reproduce is not available in this version yet; use minigpt train --preset paper") from None
     return reproduce_main(args)
 
@@ -145,8 +152,10 @@ def cmd_reproduce(args) -> int:
 def cmd_derive(args) -> int:
     try:
         from theory import derive
-    except ImportError:
-        raise UsageError("the theory package is not installed") from None
+    except ImportError as e:
+        if not _missing(e, "theory", "theory.derive"):
+            raise
+        raise UsageError("minigpt derive is not available: the theory package has no derive module yet") from None
     if args.topic is None:
         print("topics: " + ", ".join(derive.TOPICS))
         return 0
@@ -159,7 +168,9 @@ def cmd_derive(args) -> int:
 def cmd_bench(args) -> int:
     try:
         from .bench import main as bench_main
-    except ImportError:
+    except ImportError as e:
+        if not _missing(e, "minigpt.bench"):
+            raise
         raise UsageError("minigpt bench is not available in this version") from None
     return bench_main(args)
 
@@ -203,6 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--alt-seeds", type=int, default=2, help="seeds per alternative setting (default 2)")
     r.add_argument("--alt-steps", type=int, default=None, help="steps per alternative run (default: --steps)")
     r.add_argument("--quiet", action="store_true", help="no progress lines")
+    r.add_argument("--preset", default="paper", help="preset to train (default paper; tiny for a fast dry run)")
     r.set_defaults(fn=cmd_reproduce)
 
     d = sub.add_parser("derive", help="print a derivation from the theory package, step by step")

@@ -34,10 +34,10 @@ def _single_thread_env():
         os.environ[k] = "1"
 
 
-def _spec(overrides, steps, seed):
+def _spec(overrides, steps, seed, preset="paper"):
     from . import presets
 
-    spec = presets.apply_overrides(presets.get_preset("paper"), list(overrides) + [f"train.steps={steps}", f"train.seed={seed}"])
+    spec = presets.apply_overrides(presets.get_preset(preset), list(overrides) + [f"train.steps={steps}", f"train.seed={seed}"])
     spec["train"]["checkpoint_every"] = steps  # one checkpoint at the end
     spec["train"]["eval_every"] = max(1, min(spec["train"]["eval_every"], steps // 6 or 1))
     return spec
@@ -114,10 +114,10 @@ def _run_pool(jobs, workers, log):
     return sorted(out, key=lambda r: order[(r["setting"], r["seed"])])
 
 
-def _jobs(setting, overrides, seeds, steps, runs, fig_dir, figures_for=1):
+def _jobs(setting, overrides, seeds, steps, runs, fig_dir, figures_for=1, preset="paper"):
     jobs = []
     for s in range(seeds):
-        jobs.append(dict(setting=setting, seed=s, spec=_spec(overrides, steps, s), run_dir=os.path.join(runs, setting, f"seed{s}"),
+        jobs.append(dict(setting=setting, seed=s, spec=_spec(overrides, steps, s, preset), run_dir=os.path.join(runs, setting, f"seed{s}"),
                          fig_dir=fig_dir, label=f"{setting}_s{s}", figures=s < figures_for))
     return jobs
 
@@ -149,9 +149,10 @@ def main(args) -> int:
         if args.seeds < 1:
             raise ValueError("--seeds must be at least 1")
         steps = args.steps or DEFAULT_STEPS
-        log(f"reproduce: paper preset, {args.seeds} seeds x {steps} steps, {workers} worker(s) -> {args.runs}")
-        groups["paper"] = _run_pool(_jobs("paper", [], args.seeds, steps, args.runs, fig_dir), workers, log)
-        v = verdicts(groups["paper"])
+        preset = getattr(args, "preset", None) or "paper"
+        log(f"reproduce: {preset} preset, {args.seeds} seeds x {steps} steps, {workers} worker(s) -> {args.runs}")
+        groups[preset] = _run_pool(_jobs(preset, [], args.seeds, steps, args.runs, fig_dir, preset=preset), workers, log)
+        v = verdicts(groups[preset])
         mode = getattr(args, "alternatives", "auto")
         need = mode == "always" or (mode == "auto" and not (v["copy"]["all"] and v["negsim"]["all"]))
         alt_jobs = []
@@ -161,10 +162,12 @@ def main(args) -> int:
             log(f"reproduce: claims {'do not all hold' if mode == 'auto' else 'checked'} under the paper preset; "
                 f"alternatives {', '.join(ALTERNATIVES)}: {alt_seeds} seeds x {alt_steps} steps")
             for name, (_, ov) in ALTERNATIVES.items():
-                alt_jobs += _jobs(name, ov, alt_seeds, alt_steps, args.runs, fig_dir)
+                alt_jobs += _jobs(name if preset == "paper" else f"{preset}-{name}", ov, alt_seeds, alt_steps, args.runs, fig_dir, preset=preset)
             for r in _run_pool(alt_jobs, workers, log):
                 groups.setdefault(r["setting"], []).append(r)
         cmd = f"minigpt reproduce --seeds {args.seeds} --steps {steps} --alternatives {mode} --alt-seeds {args.alt_seeds}"
+        if preset != "paper":
+            cmd += f" --preset {preset}"
         meta = dict(mode="full", command=cmd, steps=steps, workers=workers)
     meta["seconds"] = time.time() - t0
     meta["alternatives"] = {k: v[0] for k, v in ALTERNATIVES.items()}
@@ -183,6 +186,7 @@ if __name__ == "__main__":  # pragma: no cover
     p.add_argument("--runs", default="runs")
     p.add_argument("--workers", type=int, default=None)
     p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--preset", default="paper")
     p.add_argument("--alternatives", default="auto")
     p.add_argument("--alt-seeds", type=int, default=2)
     p.add_argument("--alt-steps", type=int, default=None)
