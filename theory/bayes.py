@@ -16,7 +16,7 @@ Bayes (noise = 0), with x_{t+1} = a x_t + b:
 - t >= 2: three terms identify the next one (``theory.recurrence.next_from_three``): MSE 0.
 
 Baselines (closed forms are expectations of polynomials in a, b, x0 and the noises, expanded by
-sympy and averaged with the priors' exact moments, in rational arithmetic):
+sympy and averaged with the priors' exact moments in 60-digit arithmetic):
   copy y_t;  linear 2 y_t - y_{t-1} (copy at t = 0);  oracle a y_t + b;  prior_mean E[a] y_t + E[b];
   three_term: next_from_three at t >= 2;  least_squares: fit y_{i+1} ~ a y_i + b over the prefix
   at t >= 2; both copy at t < 2 (as ``minigpt.baselines``).
@@ -26,9 +26,9 @@ sympy and averaged with the priors' exact moments, in rational arithmetic):
 from __future__ import annotations
 
 import math
-from fractions import Fraction
 from functools import lru_cache
 
+import mpmath
 import numpy as np
 import sympy as sp
 from scipy import integrate, special
@@ -65,15 +65,19 @@ def _mean_var(p) -> tuple[float, float]:
     return (0.5 * (p1 + p2), (p2 - p1) ** 2 / 12.0) if kind == "uniform" else (p1, p2**2)
 
 
-def moment(p, k: int) -> Fraction:
-    """E[v^k] for v ~ p, exactly (the float parameters are taken as exact binary rationals)."""
+_DPS = 60  # decimal digits for moment sums: no cancellation worries when (a - 1)^2 is tiny
+
+
+def moment(p, k: int):
+    """E[v^k] for v ~ p as an mpmath float with 60 digits (float parameters are exact binary values)."""
     kind, p1, p2 = p
-    lo, hi = Fraction(p1), Fraction(p2)
-    if kind == "uniform":
-        if lo == hi:
-            return lo**k
-        return (hi ** (k + 1) - lo ** (k + 1)) / ((k + 1) * (hi - lo))
-    return sum(math.comb(k, j) * lo ** (k - j) * hi**j * _std_normal_moment(j) for j in range(k + 1))
+    with mpmath.workdps(_DPS):
+        lo, hi = mpmath.mpf(p1), mpmath.mpf(p2)
+        if kind == "uniform":
+            if lo == hi:
+                return lo**k
+            return (hi ** (k + 1) - lo ** (k + 1)) / ((k + 1) * (hi - lo))
+        return mpmath.fsum(math.comb(k, j) * lo ** (k - j) * hi**j * _std_normal_moment(j) for j in range(0, k + 1, 2))
 
 
 def _std_normal_moment(k: int) -> int:
@@ -110,7 +114,7 @@ def _error_power_poly(name: str, t: int, power: int = 2):
     """Expanded (y_{t+1} - prediction)^power as (monomial, coeff) terms in (a, b, x0, sigma, m_a, m_b, e_0 .. e_{t+1})."""
     err = _observed(t + 1) - baseline_expr(name, t)
     gens = [a, b, x0, _s, _ma, _mb] + [sp.Symbol(f"e_{k}") for k in range(t + 2)]
-    poly = sp.Poly(sp.expand(err**power), *gens)
+    poly = sp.Poly(err, *gens) ** power  # sparse polynomial arithmetic: much faster than expand()
     return [(monom, int(coeff)) for monom, coeff in poly.terms()]
 
 
@@ -118,7 +122,6 @@ def _expect_poly(terms, task: AffineRecurrence) -> float:
     """E[sum coeff * a^i b^j x0^k sigma^l m_a^p m_b^q prod e^r] with independent a, b, x0, e."""
     ma, _ = _mean_var(task.a)
     mb, _ = _mean_var(task.b)
-    fixed = [Fraction(task.noise), Fraction(ma), Fraction(mb)]
     cache: dict = {}
 
     def mom(which, p, k):
@@ -127,16 +130,18 @@ def _expect_poly(terms, task: AffineRecurrence) -> float:
             cache[key] = moment(p, k)
         return cache[key]
 
-    total = Fraction(0)
-    for monom, coeff in terms:
-        ia, ib, ix, *rest = monom
-        val = Fraction(coeff) * mom("a", task.a, ia) * mom("b", task.b, ib) * mom("x0", task.x0, ix)
-        for base, k in zip(fixed, rest[:3]):
-            val *= base**k
-        for k in rest[3:]:
-            val *= _std_normal_moment(k)
-        total += val
-    return float(total)
+    with mpmath.workdps(_DPS):
+        fixed = [mpmath.mpf(task.noise), mpmath.mpf(ma), mpmath.mpf(mb)]
+        vals = []
+        for monom, coeff in terms:
+            ia, ib, ix, *rest = monom
+            val = coeff * mom("a", task.a, ia) * mom("b", task.b, ib) * mom("x0", task.x0, ix)
+            for base, k in zip(fixed, rest[:3]):
+                val *= base**k
+            for k in rest[3:]:
+                val *= _std_normal_moment(k)
+            vals.append(val)
+        return float(mpmath.fsum(vals))
 
 
 def baseline_mse(name: str, position: int, prior) -> float:
