@@ -11,7 +11,7 @@ import json
 PRESETS = {
     "paper": {
         "model": dict(n_layers=3, d_model=64, n_heads=4, d_mlp=256, n_ctx=32),
-        "train": dict(steps=3000, batch_size=256, lr=1e-3, warmup_steps=200, weight_decay=0.01, eval_every=250),
+        "train": dict(steps=2000, batch_size=256, lr=3e-3, warmup_steps=200, weight_decay=0.01, eval_every=250),
         "data": dict(a=("uniform", -1.0, 1.0), b=("uniform", -1.0, 1.0), x0=("uniform", -1.0, 1.0), length=20),
     },
     "tiny": {
