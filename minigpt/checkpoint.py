@@ -77,6 +77,7 @@ def save_checkpoint(path, params: dict, meta: dict, extra: dict | None = None) -
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; a checkpoint gets the usual mode
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
             f.flush()
@@ -94,6 +95,12 @@ def save_checkpoint(path, params: dict, meta: dict, extra: dict | None = None) -
             os.close(dfd)
     except OSError:
         pass
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _read_arrays(path: str) -> dict[str, np.ndarray]:

@@ -258,6 +258,15 @@ def test_bare_model_file_loads_and_cannot_be_resumed(tmp_path):
 
 
 # ---------------------------------------------------------------- atomic save
+def test_saved_file_has_the_usual_mode(tmp_path):
+    """The temporary file is 0600; the checkpoint it becomes follows the umask like any other file."""
+    p = tmp_path / "c.npz"
+    save_checkpoint(p, {"w": np.ones(2)}, {})
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert os.stat(p).st_mode & 0o777 == 0o666 & ~mask
+
+
 def test_save_refuses_nonfinite_and_objects(tmp_path):
     p = tmp_path / "c.npz"
     with pytest.raises(CheckpointError, match="NaN"):

@@ -152,6 +152,7 @@ def quick(monkeypatch):
     monkeypatch.setattr(cli, "gradcheck_configs", one_config)
     monkeypatch.setattr(cli, "cmd_reproduce", lambda args: 0)
     monkeypatch.setattr(cli, "cmd_bench", lambda args: 0)
+    monkeypatch.setattr(cli, "cmd_derive", lambda args: 0)
 
 
 def check(argv, src):

@@ -208,3 +208,26 @@ def test_model_input_shapes_are_checked():
             m(x)
     with pytest.raises(ValueError, match="target"):
         m.loss_and_grad(np.zeros((2, 3)), np.zeros((2, 4)))
+
+
+@pytest.mark.parametrize("command, module", [("reproduce", "minigpt.reproduce"), ("bench", "minigpt.bench"), ("derive", "theory.derive")])
+def test_missing_optional_commands_are_a_usage_error(capsys, monkeypatch, command, module):
+    import sys
+
+    monkeypatch.setitem(sys.modules, module, None)  # as if the module did not exist
+    status, err = run(capsys, [command])
+    assert status == 2 and "not available" in err
+
+
+def test_internal_errors_are_one_line_with_status_70(capsys, monkeypatch):
+    from minigpt import cli
+
+    def buggy(args):
+        raise ZeroDivisionError("a bug\nover two lines")
+
+    monkeypatch.setattr(cli, "cmd_gradcheck", buggy)
+    status, err = run(capsys, ["gradcheck"])
+    assert status == cli.INTERNAL_ERROR and "internal error: ZeroDivisionError: a bug over two lines" in err
+    monkeypatch.setenv("MINIGPT_DEBUG", "1")
+    with pytest.raises(ZeroDivisionError):
+        main(["gradcheck"])

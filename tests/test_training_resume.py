@@ -168,14 +168,15 @@ def test_sigkill_mid_run_then_resume_is_bitwise(tmp_path):
     assert_same_run(ref, run)
 
 
-def test_sigint_saves_checkpoint_and_exits_130(tmp_path):
+@pytest.mark.parametrize("sig, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_sigint_or_sigterm_saves_checkpoint_and_exits_128_plus_signal(tmp_path, sig, status):
     run = tmp_path / "run"
     args = ["--preset", "tiny", "--quiet", "--set", "train.steps=100000", "--set", "train.checkpoint_every=5", "--set", "train.eval_size=64"]
     proc = subprocess.Popen(_cli("train", "--out", str(run), *args), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert _wait_for(run / "checkpoint.npz", proc), proc.communicate()[1]
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
+    assert proc.returncode == status, err
     assert len(err.splitlines()) == 1 and "interrupted" in err and "--resume" in err, err
     step = load_checkpoint(run / "checkpoint.npz")[1]["step"]
     assert f"step {step}" in err and 5 <= step < 100000
