@@ -27,6 +27,7 @@ ALTERNATIVES = {
 }
 DEFAULT_STEPS = 1200
 QUICK_DIR = "checkpoints"
+QUICK_SIZES = dict(n_eval=512, n_scores=256, n_abl=256, n_patch=64)  # --quick: smaller held-out sets, to stay under a minute
 
 
 def _single_thread_env():
@@ -82,7 +83,7 @@ def run_job(job):
     history = meta.get("history", [])
     model = Transformer.load(ckpt)
     t1 = time.time()
-    res = analyse(model, task, fig_dir=job["fig_dir"], label=job["label"], seed=job["seed"], figures=job["figures"])
+    res = analyse(model, task, fig_dir=job["fig_dir"], label=job["label"], seed=job["seed"], figures=job["figures"], **job.get("analysis_kw", {}))
     res.update(setting=job["setting"], seed=job["seed"], checkpoint=ckpt, history=history, trained_now=trained,
                train_seconds=t1 - t0, analysis_seconds=time.time() - t1, step=meta.get("step"),
                config={k: meta.get(k) for k in ("model", "train", "data")})
@@ -140,7 +141,7 @@ def main(args) -> int:
             label = os.path.splitext(os.path.basename(c))[0]
             setting, _, seed = label.rpartition("_s")
             jobs.append(dict(setting=setting or label, seed=int(seed) if seed.isdigit() else 0, run_dir=None, checkpoint=c,
-                             fig_dir=fig_dir, label=label, figures=True))
+                             fig_dir=fig_dir, label=label, figures=True, analysis_kw=QUICK_SIZES))
         log(f"reproduce --quick: analysing {len(jobs)} shipped checkpoint(s) with {min(workers, len(jobs))} worker(s)")
         for r in _run_pool(jobs, workers, log):
             groups.setdefault(r["setting"], []).append(r)
@@ -151,20 +152,28 @@ def main(args) -> int:
         steps = args.steps or DEFAULT_STEPS
         preset = getattr(args, "preset", None) or "paper"
         log(f"reproduce: {preset} preset, {args.seeds} seeds x {steps} steps, {workers} worker(s) -> {args.runs}")
-        groups[preset] = _run_pool(_jobs(preset, [], args.seeds, steps, args.runs, fig_dir, preset=preset), workers, log)
-        v = verdicts(groups[preset])
         mode = getattr(args, "alternatives", "auto")
-        need = mode == "always" or (mode == "auto" and not (v["copy"]["all"] and v["negsim"]["all"]))
-        alt_jobs = []
-        if need:
-            alt_seeds = args.alt_seeds
-            alt_steps = args.alt_steps or steps
-            log(f"reproduce: claims {'do not all hold' if mode == 'auto' else 'checked'} under the paper preset; "
-                f"alternatives {', '.join(ALTERNATIVES)}: {alt_seeds} seeds x {alt_steps} steps")
+        alt_seeds, alt_steps = args.alt_seeds, args.alt_steps or steps
+
+        def alt_jobs():
+            jobs = []
             for name, (_, ov) in ALTERNATIVES.items():
-                alt_jobs += _jobs(name if preset == "paper" else f"{preset}-{name}", ov, alt_seeds, alt_steps, args.runs, fig_dir, preset=preset)
-            for r in _run_pool(alt_jobs, workers, log):
+                jobs += _jobs(name if preset == "paper" else f"{preset}-{name}", ov, alt_seeds, alt_steps, args.runs, fig_dir, preset=preset)
+            return jobs
+
+        main_jobs = _jobs(preset, [], args.seeds, steps, args.runs, fig_dir, preset=preset)
+        if mode == "always":  # one pool: no core idles between the main runs and the alternatives
+            log(f"reproduce: alternatives {', '.join(ALTERNATIVES)}: {alt_seeds} seeds x {alt_steps} steps")
+            for r in _run_pool(main_jobs + alt_jobs(), workers, log):
                 groups.setdefault(r["setting"], []).append(r)
+        else:
+            groups[preset] = _run_pool(main_jobs, workers, log)
+            v = verdicts(groups[preset])
+            if mode == "auto" and not (v["copy"]["all"] and v["negsim"]["all"]):
+                log(f"reproduce: the claims do not all hold under the {preset} preset; alternatives {', '.join(ALTERNATIVES)}: "
+                    f"{alt_seeds} seeds x {alt_steps} steps")
+                for r in _run_pool(alt_jobs(), workers, log):
+                    groups.setdefault(r["setting"], []).append(r)
         cmd = f"minigpt reproduce --seeds {args.seeds} --steps {steps} --alternatives {mode} --alt-seeds {args.alt_seeds}"
         if preset != "paper":
             cmd += f" --preset {preset}"
