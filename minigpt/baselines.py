@@ -98,5 +98,12 @@ def predict(name: str, x, a=None, b=None, task=None) -> np.ndarray:
 
 
 def all_predictions(batch, task) -> dict[str, np.ndarray]:
-    """Every baseline's predictions ``[batch, pos]`` on a ``data.Batch``'s inputs."""
+    """Every baseline's predictions ``[batch, pos]`` on a ``data.Batch``'s inputs.
+
+    For the tasks beyond the paper (``LinearRecurrence``, ``PolynomialSequence``) this returns
+    ``minigpt.baselines_ext.all_predictions`` (their own baseline set, same shapes as the inputs)."""
+    if getattr(task, "name", "affine") != "affine":
+        from . import baselines_ext
+
+        return baselines_ext.all_predictions(batch, task)
     return {n: predict(n, batch.inputs, batch.a, batch.b, task) for n in NAMES}

@@ -67,6 +67,9 @@ class Batch:
     a: np.ndarray  # [batch] slope of each sequence
     b: np.ndarray  # [batch] offset of each sequence
     x0: np.ndarray  # [batch] first term (before noise)
+    # Optional, filled by the tasks beyond the scalar one (LinearRecurrence, PolynomialSequence):
+    A: np.ndarray | None = None  # [batch, dim, dim] LinearRecurrence: the matrix of each sequence
+    coeffs: np.ndarray | None = None  # [batch, degree+1] PolynomialSequence: c_0 .. c_m of each p
 
     @property
     def inputs(self) -> np.ndarray:
@@ -134,3 +137,270 @@ class AffineRecurrence:
         if self.noise > 0:
             x += self.noise * rng.standard_normal(x.shape)
         return Batch(x=x.astype(dtype, copy=False), a=a, b=b, x0=x0)
+
+
+# ============================================================================= beyond the paper
+# Two tasks the paper names as future work, with the same interface as AffineRecurrence
+# (sample / spec / max_abs_term / length / name / noise; a Batch with inputs and targets).
+
+SCALINGS = ("norm", "radius")
+
+
+def _check_length(length):
+    if isinstance(length, bool) or not isinstance(length, (int, np.integer)) or length < 2:
+        raise ValueError(f"data.length must be an integer >= 2, got {length!r}")
+    return int(length)
+
+
+def _check_noise(noise):
+    try:
+        noise = float(noise)
+    except (TypeError, ValueError):
+        raise ValueError(f"data.noise must be a number >= 0, got {noise!r}") from None
+    if not (noise >= 0 and math.isfinite(noise)):
+        raise ValueError(f"data.noise must be a finite number >= 0, got {noise!r}")
+    return noise
+
+
+def _prior_bound(prior, normal_sigmas):
+    """|value| bound of a prior; a normal prior counts as mean +- normal_sigmas std (inf if None)."""
+    kind, p1, p2 = prior
+    if kind == "normal" and normal_sigmas is not None:
+        return abs(p1) + normal_sigmas * p2
+    return prior_abs_max(prior)
+
+
+def _check_int(name, v, lo, hi):
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not lo <= v <= hi:
+        raise ValueError(f"{name} must be an integer in [{lo}, {hi}], got {v!r}")
+    return int(v)
+
+
+@dataclass
+class LinearRecurrence:
+    """Vector recurrences x_{n+1} = A x_n + b in R^dim, with a fresh (A, b, x0) for every sequence.
+
+    A = rho * M / s(M), M with i.i.d. N(0, 1) entries and rho drawn from the ``rho`` prior (|rho| is
+    used). ``scale`` chooses s:
+      "norm"    s = the operator 2-norm ||M||_2, so ||A||_2 = rho and every eigenvalue has
+                |lambda| <= rho (default: terms provably bounded, ||x_n|| <= rho^n ||x0|| + ||b|| sum rho^i);
+      "radius"  s = the spectral radius of M, so max |lambda(A)| = rho exactly; non-normal A can still
+                grow transiently, so draws with max_{n < length} ||A^n||_2 > ``max_gain`` are redrawn.
+    b and x0 have i.i.d. coordinates from their priors. dim = 1 with scale "norm" gives a = +-rho:
+    with rho ~ U(0, 1) that is exactly the scalar task's a ~ U(-1, 1).
+
+    The model reads ``x[:, :-1]`` ``[batch, length-1, dim]`` (``d_in = d_out = dim``).
+    """
+
+    dim: int = 2
+    rho: tuple = ("uniform", 0.0, 1.0)
+    b: tuple = ("uniform", -1.0, 1.0)
+    x0: tuple = ("uniform", -1.0, 1.0)
+    length: int = 12
+    scale: str = "norm"
+    max_gain: float = 4.0
+    noise: float = 0.0
+    name: str = field(default="linear", init=False)
+
+    def __post_init__(self):
+        self.dim = _check_int("data.dim", self.dim, 1, 64)
+        self.rho = check_prior("data.rho", self.rho)
+        self.b = check_prior("data.b", self.b)
+        self.x0 = check_prior("data.x0", self.x0)
+        self.length = _check_length(self.length)
+        self.noise = _check_noise(self.noise)
+        if self.scale not in SCALINGS:
+            raise ValueError(f"data.scale must be one of {SCALINGS}, got {self.scale!r}")
+        try:
+            self.max_gain = float(self.max_gain)
+        except (TypeError, ValueError):
+            raise ValueError(f"data.max_gain must be a number >= 1, got {self.max_gain!r}") from None
+        if not (1.0 <= self.max_gain < math.inf):
+            raise ValueError(f"data.max_gain must be a finite number >= 1, got {self.max_gain!r}")
+
+    @property
+    def d_in(self) -> int:
+        return self.dim
+
+    @property
+    def exact_from(self) -> int:
+        """First model position t at which the exact solver is defined: it needs the dim + 2 terms x_{t-dim-1} .. x_t."""
+        return self.dim + 1
+
+    def spec(self) -> dict:
+        """JSON-able description (round-trips through ``make_task(spec)``)."""
+        return {"task": "linear", "dim": self.dim, "rho": list(self.rho), "b": list(self.b), "x0": list(self.x0),
+                "length": self.length, "scale": self.scale, "max_gain": self.max_gain, "noise": self.noise}
+
+    def max_abs_term(self, normal_sigmas=None) -> float:
+        """Bound on |x_n[i]| over the prior's support (inf if unbounded), noise excluded. Normal priors
+        count as mean +- ``normal_sigmas`` std when given (else inf)."""
+        R = _prior_bound(self.rho, normal_sigmas)
+        Bn = math.sqrt(self.dim) * _prior_bound(self.b, normal_sigmas)  # ||b||_2 bound
+        Xn = math.sqrt(self.dim) * _prior_bound(self.x0, normal_sigmas)
+        if self.scale == "radius":  # ||A^n|| <= max_gain for 1 <= n < length (enforced by redrawing)
+            G = self.max_gain
+            return Xn * G + Bn * (1 + G * (self.length - 2)) if self.length > 1 else Xn
+        worst, power, geo = Xn, 1.0, 0.0
+        for _ in range(self.length - 1):
+            geo += power  # sum_{i<n} R^i
+            power *= R
+            worst = max(worst, power * Xn + geo * Bn)
+        return worst
+
+    def sample_matrices(self, batch: int, rng: np.random.Generator) -> np.ndarray:
+        """[batch, dim, dim] matrices A drawn as described in the class docstring."""
+        k = self.dim
+        rho = np.abs(sample_prior(self.rho, batch, rng))  # [batch]
+        M = rng.standard_normal((batch, k, k))  # [batch, k, k]
+        if self.scale == "norm":
+            s = np.linalg.norm(M, ord=2, axis=(1, 2))  # largest singular value
+            return rho[:, None, None] * M / s[:, None, None]
+        A = np.empty_like(M)
+        todo = np.arange(batch)
+        for _ in range(1000):
+            Mi = M[todo]
+            s = np.abs(np.linalg.eigvals(Mi)).max(-1)  # spectral radius
+            Ai = rho[todo, None, None] * Mi / np.maximum(s, 1e-300)[:, None, None]
+            gain, P = np.zeros(len(todo)), np.broadcast_to(np.eye(k), Ai.shape).copy()
+            for _ in range(self.length - 2):
+                P = P @ Ai
+                gain = np.maximum(gain, np.linalg.norm(P, ord=2, axis=(1, 2)))
+            ok = gain <= self.max_gain
+            A[todo[ok]] = Ai[ok]
+            todo = todo[~ok]
+            if len(todo) == 0:
+                return A
+            M[todo] = rng.standard_normal((len(todo), k, k))
+        raise RuntimeError(f"data.max_gain = {self.max_gain} rejects nearly every matrix; raise it")
+
+    def sample(self, batch: int, rng: np.random.Generator, dtype=np.float64) -> Batch:
+        """Draw ``batch`` sequences ``x [batch, length, dim]`` with A ``[batch, dim, dim]``, b, x0 ``[batch, dim]``.
+
+        ``Batch.a`` and ``Batch.A`` both hold A."""
+        if not isinstance(rng, np.random.Generator):
+            raise TypeError("rng must be a numpy Generator, e.g. np.random.default_rng(0)")
+        k = self.dim
+        A = self.sample_matrices(batch, rng)  # [batch, k, k]
+        b = sample_prior(self.b, (batch, k), rng)  # [batch, k]
+        x0 = sample_prior(self.x0, (batch, k), rng)  # [batch, k]
+        x = np.empty((batch, self.length, k))  # [batch, length, k]
+        x[:, 0] = x0
+        for n in range(1, self.length):
+            x[:, n] = np.einsum("bij,bj->bi", A, x[:, n - 1]) + b  # the recurrence
+        if self.noise > 0:
+            x += self.noise * rng.standard_normal(x.shape)
+        return Batch(x=x.astype(dtype, copy=False), a=A, b=b, x0=x0, A=A)
+
+
+@dataclass
+class PolynomialSequence:
+    """Polynomial sequences x_n = p(n / scale) = sum_j c_j (n / scale)^j, degree ``degree``, with
+    i.i.d. coefficients c_0 .. c_m from the ``coeffs`` prior, fresh for every sequence.
+
+    Scaling of n: ``scale`` (default ``length - 1``) maps the indices 0 .. length-1 into u = n/scale in
+    [0, 1], so |x_n| <= sum_j |c_j| <= (m + 1) max|c| whatever the length: the terms stay in the
+    range of the scalar task instead of growing like n^m. The price is that consecutive terms are
+    close (x_{n+1} - x_n = O(1/scale)), which is what makes copying a meaningful baseline. The
+    order-(m+1) finite difference of the sequence is zero for any scale, so the exact predictor
+    does not depend on it.
+    """
+
+    degree: int = 2
+    coeffs: tuple = ("uniform", -1.0, 1.0)
+    length: int = 12
+    scale: float | None = None
+    noise: float = 0.0
+    name: str = field(default="polynomial", init=False)
+
+    def __post_init__(self):
+        self.degree = _check_int("data.degree", self.degree, 0, 16)
+        self.coeffs = check_prior("data.coeffs", self.coeffs)
+        self.length = _check_length(self.length)
+        self.noise = _check_noise(self.noise)
+        if self.scale is not None:
+            try:
+                self.scale = float(self.scale)
+            except (TypeError, ValueError):
+                raise ValueError(f"data.scale must be a number > 0 or null, got {self.scale!r}") from None
+            if not (self.scale > 0 and math.isfinite(self.scale)):
+                raise ValueError(f"data.scale must be a finite number > 0 or null, got {self.scale!r}")
+
+    @property
+    def d_in(self) -> int:
+        return 1
+
+    @property
+    def exact_from(self) -> int:
+        """First model position t at which the finite-difference predictor is defined (t >= degree)."""
+        return self.degree
+
+    @property
+    def n_scale(self) -> float:
+        """The divisor of n: ``scale``, or ``length - 1`` (1 for length 1) when unset."""
+        return self.scale if self.scale is not None else float(max(self.length - 1, 1))
+
+    def spec(self) -> dict:
+        return {"task": "polynomial", "degree": self.degree, "coeffs": list(self.coeffs), "length": self.length,
+                "scale": self.scale, "noise": self.noise}
+
+    def max_abs_term(self, normal_sigmas=None) -> float:
+        """Bound on |x_n| over the prior's support (inf if unbounded), noise excluded."""
+        C = _prior_bound(self.coeffs, normal_sigmas)
+        u = (self.length - 1) / self.n_scale
+        return C * sum(max(u, 1.0 if j == 0 else u) ** j for j in range(self.degree + 1))
+
+    def sample(self, batch: int, rng: np.random.Generator, dtype=np.float64) -> Batch:
+        """Draw ``batch`` sequences ``x [batch, length]`` with coefficients ``[batch, degree+1]``.
+
+        ``Batch.coeffs`` holds c_0 .. c_m; ``Batch.a`` and ``Batch.b`` are None; ``Batch.x0`` = c_0."""
+        if not isinstance(rng, np.random.Generator):
+            raise TypeError("rng must be a numpy Generator, e.g. np.random.default_rng(0)")
+        c = sample_prior(self.coeffs, (batch, self.degree + 1), rng)  # [batch, m+1]
+        u = np.arange(self.length) / self.n_scale  # [length]
+        V = u[:, None] ** np.arange(self.degree + 1)  # [length, m+1] Vandermonde
+        x = c @ V.T  # [batch, length]
+        if self.noise > 0:
+            x = x + self.noise * rng.standard_normal(x.shape)
+        return Batch(x=x.astype(dtype, copy=False), a=None, b=None, x0=c[:, 0].copy(), coeffs=c)
+
+
+TASKS = {"affine": AffineRecurrence, "linear": LinearRecurrence, "polynomial": PolynomialSequence}
+
+
+def task_fields(name: str) -> list[str]:
+    """The data-section fields of task ``name`` (besides ``task``)."""
+    return [f for f, v in TASKS[name].__dataclass_fields__.items() if v.init]
+
+
+def make_task(spec: dict):
+    """A task from a data section: key ``task`` ("affine" by default, "linear", "polynomial") picks
+    the class, the other keys are its fields (ValueError for unknown tasks or fields)."""
+    if not isinstance(spec, dict):
+        raise ValueError(f"the data section must be a mapping of field -> value, got {type(spec).__name__}")
+    spec = dict(spec)
+    name = spec.pop("task", "affine")
+    if name not in TASKS:
+        raise ValueError(f"unknown data.task {name!r}; known tasks: {', '.join(TASKS)}")
+    known = task_fields(name)
+    for k in spec:
+        if k not in known:
+            raise ValueError(f"unknown field data.{k!s} for data.task = {name!r}; its fields: {', '.join(known)}")
+    try:
+        return TASKS[name](**spec)
+    except TypeError as e:
+        raise ValueError(f"bad data section: {e}") from None
+
+
+def task_name(task) -> str:
+    return getattr(task, "name", "affine")
+
+
+def task_d_in(task) -> int:
+    """Size of each term (the model's d_in = d_out): 1 for the scalar tasks, dim for LinearRecurrence."""
+    return getattr(task, "d_in", 1)
+
+
+def exact_from(task) -> int:
+    """First model position at which the task's exact solver is defined (2 for the affine task)."""
+    return getattr(task, "exact_from", 2)
