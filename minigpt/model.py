@@ -119,7 +119,7 @@ class Transformer:
         embed, C["embed"] = ops.linear_forward(x, P["embed.W_E"])  # [B, T, D]  x W_E
         embed = H("hook_embed", embed)
         pos = H("hook_pos_embed", np.broadcast_to(P["pos_embed.W_pos"][:T], embed.shape))  # [B, T, D]
-        resid = embed + pos  # [B, T, D]
+        resid = ops.add(embed, pos)  # [B, T, D]  embed + pos
         for l in range(cfg.n_layers):
             p = f"blocks.{l}."
             resid = H(p + "hook_resid_pre", resid)
@@ -131,7 +131,7 @@ class Transformer:
                 hook=ctx(p + "attn."),
             )
             attn_out = H(p + "hook_attn_out", attn_out)
-            resid = resid + attn_out  # [B, T, D]
+            resid = ops.add(resid, attn_out)  # [B, T, D]  resid + attn_out
             if not cfg.attn_only:
                 resid = H(p + "hook_resid_mid", resid)
                 h = resid
@@ -141,7 +141,7 @@ class Transformer:
                     h, P[p + "mlp.W_in"], P[p + "mlp.b_in"], P[p + "mlp.W_out"], P[p + "mlp.b_out"], cfg.act_fn, ctx(p + "mlp.")
                 )
                 mlp_out = H(p + "hook_mlp_out", mlp_out)
-                resid = resid + mlp_out  # [B, T, D]
+                resid = ops.add(resid, mlp_out)  # [B, T, D]  resid + mlp_out
             resid = H(p + "hook_resid_post", resid)
         h = resid
         if ln:
@@ -179,7 +179,7 @@ class Transformer:
                     dh, dw, db = ops.layernorm_backward(dh, C[p + "ln2"], rec(p + "ln2."))
                     grads[p + "ln2.w"] += dw
                     grads[p + "ln2.b"] += db
-                dresid = dresid + dh
+                dresid = ops.add(dresid, dh)  # dresid + dh
                 R(p + "hook_resid_mid", dresid)
             # resid_mid = resid_pre + attn_out
             R(p + "hook_attn_out", dresid)
@@ -190,7 +190,7 @@ class Transformer:
                 dh, dw, db = ops.layernorm_backward(dh, C[p + "ln1"], rec(p + "ln1."))
                 grads[p + "ln1.w"] += dw
                 grads[p + "ln1.b"] += db
-            dresid = dresid + dh
+            dresid = ops.add(dresid, dh)  # dresid + dh
             R(p + "hook_resid_pre", dresid)
         # resid_0 = embed + W_pos[:T]
         R("hook_pos_embed", dresid)

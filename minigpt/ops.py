@@ -123,6 +123,11 @@ def _matmul(a, b):
     return np.matmul(a, b, out=_empty(shape, np.result_type(a, b)))
 
 
+def add(a, b):
+    """a + b into an array from ``_empty`` (the residual stream's sums)."""
+    return np.add(a, b, out=_empty(np.broadcast_shapes(a.shape, b.shape), np.result_type(a, b)))
+
+
 def _copy(a):
     """A C-contiguous copy of ``a`` (e.g. of a transposed view), into an array from ``_empty``."""
     out = _empty(a.shape, a.dtype)
@@ -411,8 +416,10 @@ def attention_forward(x, W_Q, b_Q, W_K, b_K, W_V, b_V, W_O, b_O, hook=None):
     scores = _hook(hook, "hook_attn_scores", scores)
     pattern, _ = softmax_forward(scores, inplace=hook is None)  # [B, H, T, T]
     pattern = _hook(hook, "hook_pattern", pattern)
-    z = _hook(hook, "hook_z", _matmul(pattern, vh).transpose(0, 2, 1, 3))  # [B, T, H, E]
-    z2 = _copy(z).reshape(B * T, H * E)  # [B*T, HE] rows in (b, t) order
+    z = _empty((B, T, H, E), x.dtype)  # [B, T, H, E]
+    np.matmul(pattern, vh, out=z.transpose(0, 2, 1, 3))  # z = pattern v, written in [B, T, H, E] order
+    z = _hook(hook, "hook_z", z)
+    z2 = z.reshape(B * T, H * E)  # [B*T, HE] rows in (b, t) order (a copy only if a hook replaced z)
     if hook is not None and hook.wants("hook_result"):
         result = np.einsum("bthe,hed->bthd", z, W_O)  # [B, T, H, D]
         result = hook("hook_result", result)
@@ -439,7 +446,8 @@ def attention_backward(dout, cache, record=None):
     if record is not None:
         record("hook_z", dz.reshape(B, T, H, E))
     dzh = _copy(dz.reshape(B, T, H, E).transpose(0, 2, 1, 3))  # [B, H, T, E]
-    dheads = _empty((3, B, H, T, E), dz.dtype)  # [3, B, H, T, E]  dq, dk, dv
+    dqkv = _empty((B, T, 3, H, E), dz.dtype)  # dq, dk, dv in the column order (qkv, h, e) of W_qkv
+    dheads = dqkv.transpose(2, 0, 3, 1, 4)  # [3, B, H, T, E] view: the matmuls below write straight into dqkv
     dpattern = _matmul(dzh, vh.transpose(0, 1, 3, 2))  # z = pattern v  -> dpattern = dz v^T   [B, H, T, T]
     np.matmul(pattern.transpose(0, 1, 3, 2), dzh, out=dheads[2])  # z = pattern v  -> dv = pattern^T dz
     if record is not None:
@@ -454,7 +462,7 @@ def attention_backward(dout, cache, record=None):
     if record is not None:
         for i, n in enumerate("qkv"):
             record("hook_" + n, dheads[i].transpose(0, 2, 1, 3))  # [B, T, H, E]
-    dqkv = _copy(dheads.transpose(1, 3, 0, 2, 4)).reshape(B * T, 3 * H * E)  # [B*T, 3HE] columns (qkv, h, e)
+    dqkv = dqkv.reshape(B * T, 3 * H * E)  # [B*T, 3HE]
     dW = (x.reshape(B * T, D).T @ dqkv).reshape(D, 3, H, E)  # qkv = x W_qkv + b_qkv  -> dW_qkv = x^T dqkv
     db = sum_rows(dqkv).reshape(3, H, E)
     for i, n in enumerate("QKV"):
