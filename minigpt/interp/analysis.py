@@ -44,7 +44,7 @@ def analyse(model, task, n_eval=1024, n_scores=512, n_abl=512, n_patch=128, fig_
     batch = task.sample(n_eval, rng)
     x, y = batch.inputs, batch.targets
     T = x.shape[1]
-    res: dict = {"label": label, "n_layers": L, "n_heads": H, "T": T}
+    res: dict = {"label": label, "n_layers": L, "n_heads": H, "T": T, "n_eval": n_eval}
     # --- MSE by position, model and baselines
     pred = model(x)
     sq = {"model": _sq(pred, y)}
