@@ -1,0 +1,94 @@
+"""The speed machinery must not change what is computed: the workspace never hands out a live array,
+reused buffers give bit-identical gradients, hooks that keep activations keep them intact, and a float32
+model stays float32 end to end.  (No timings here: speed lives in ``benchmarks/bench_step.py``.)"""
+import numpy as np
+import pytest
+
+import minigpt
+from minigpt import ops
+from minigpt.optim import AdamW, clip_grad_norm
+
+
+def paper_like(**kw):
+    base = dict(n_layers=2, d_model=16, n_heads=2, d_mlp=40, n_ctx=8)
+    base.update(kw)
+    return minigpt.ModelConfig(**base)
+
+
+def batch(seed, B=5, T=7):
+    rng = np.random.default_rng(seed)
+    return rng.uniform(-1, 1, (B, T)).astype(np.float32), rng.uniform(-1, 1, (B, T)).astype(np.float32)
+
+
+def test_workspace_reuses_only_arrays_nobody_holds():
+    ws = ops.Workspace()
+    a = ws.empty((4, 3), np.float32)
+    b = ws.empty((4, 3), np.float32)
+    assert b is not a  # a is still held
+    view = a[1:]
+    del a
+    c = ws.empty((4, 3), np.float32)
+    assert c is not view.base  # a view keeps its base alive
+    del view, c
+    d = ws.empty((4, 3), np.float32)  # a's memory and c are free again; b is still held
+    assert d is not b and len(ws.pools[((4, 3), np.dtype(np.float32))]) == 3  # reused, not grown
+    assert ws.empty((4, 3), np.float64).dtype == np.float64  # dtypes never mix
+
+
+def test_outside_a_workspace_ops_allocate_fresh_arrays():
+    x = np.ones((3, 4), np.float32)
+    W = np.ones((4, 2), np.float32)
+    out1, _ = ops.linear_forward(x, W)
+    out2, _ = ops.linear_forward(x, W)
+    assert not np.shares_memory(out1, out2)
+
+
+@pytest.mark.parametrize("kw", [{}, {"attn_only": True}, {"act_fn": "gelu"}, {"normalization_type": None}])
+def test_reused_buffers_give_bit_identical_gradients(kw):
+    cfg = paper_like(**kw)
+    warm, fresh = minigpt.Transformer(cfg, seed=1), minigpt.Transformer(cfg, seed=1)
+    x1, y1 = batch(0)
+    x2, y2 = batch(1)
+    g_first = {k: v.copy() for k, v in warm.loss_and_grad(x1, y1)[1].items()}
+    kept = warm.loss_and_grad(x1, y1)[1]
+    for _ in range(2):  # buffers of earlier steps are now reused
+        loss_w, g_w = warm.loss_and_grad(x2, y2)
+    loss_f, g_f = fresh.loss_and_grad(x2, y2)  # a fresh workspace: every array new
+    assert loss_w == loss_f
+    for k in g_f:
+        np.testing.assert_array_equal(g_w[k], g_f[k], err_msg=k)
+        np.testing.assert_array_equal(kept[k], g_first[k], err_msg=k)  # earlier results untouched
+
+
+def test_activations_kept_by_a_hook_survive_later_steps():
+    model = minigpt.Transformer(paper_like(), seed=2)
+    kept = {}
+
+    def keep(act, hook):
+        kept.setdefault(hook.name, act)  # a reference, not a copy
+
+    x1, y1 = batch(0)
+    with model.hooks(fwd_hooks=[(lambda n: True, keep)]):
+        model.loss_and_grad(x1, y1)
+    snapshot = {k: np.array(v) for k, v in kept.items()}
+    for seed in (1, 2, 3):
+        model.loss_and_grad(*batch(seed))
+    _, cache = model.run_with_cache(x1)
+    for name, v in kept.items():
+        np.testing.assert_array_equal(v, snapshot[name], err_msg=name)
+        np.testing.assert_allclose(v, cache[name], rtol=1e-6, atol=1e-7, err_msg=name)
+
+
+def test_float32_end_to_end():
+    model = minigpt.Transformer(paper_like(), seed=0)
+    x, y = batch(0)
+    _, cache = model.run_with_cache(x, incl_bwd=True, target=y)
+    promoted = [k for k in cache.keys() if np.asarray(cache[k]).dtype != np.float32]
+    assert not promoted, promoted
+    loss, grads = model.loss_and_grad(x, y)
+    assert all(g.dtype == np.float32 for g in grads.values())
+    opt = AdamW(model.params, weight_decay=0.01)
+    clip_grad_norm(grads, 1.0)
+    opt.step(grads)
+    assert all(p.dtype == np.float32 for p in model.params.values())
+    assert all(m.dtype == np.float32 for m in opt.m.values()) and all(v.dtype == np.float32 for v in opt.v.values())
