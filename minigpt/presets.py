@@ -19,6 +19,17 @@ PRESETS = {
         "train": dict(steps=60, batch_size=32, lr=3e-3, warmup_steps=10, eval_every=20, eval_size=256, checkpoint_every=30),
         "data": dict(a=("uniform", -1.0, 1.0), b=("uniform", -1.0, 1.0), x0=("uniform", -1.0, 1.0), length=10),
     },
+    # Beyond the paper (README "Beyond the paper"): data.LinearRecurrence and data.PolynomialSequence.
+    "linear2": {
+        "model": dict(n_layers=3, d_model=64, n_heads=4, d_mlp=128, n_ctx=16, d_in=2, d_out=2),
+        "train": dict(steps=1500, batch_size=128, lr=3e-3, warmup_steps=150, weight_decay=0.01, eval_every=250, eval_size=2048),
+        "data": dict(task="linear", dim=2, rho=("uniform", 0.0, 1.0), b=("uniform", -1.0, 1.0), x0=("uniform", -1.0, 1.0), length=12),
+    },
+    "poly2": {
+        "model": dict(n_layers=3, d_model=64, n_heads=4, d_mlp=128, n_ctx=16),
+        "train": dict(steps=1500, batch_size=128, lr=3e-3, warmup_steps=150, weight_decay=0.01, eval_every=250, eval_size=2048),
+        "data": dict(task="polynomial", degree=2, coeffs=("uniform", -1.0, 1.0), length=12),
+    },
 }
 SECTIONS = ("model", "train", "data")
 
@@ -40,17 +51,30 @@ def parse_value(text: str):
         return text
 
 
+def _data_fields() -> set:
+    """Every field a data section may hold: those of each task in ``data.TASKS`` plus ``task`` (the
+    chosen task then checks its own), or the affine task's when there is no task registry."""
+    from . import data
+
+    tasks = getattr(data, "TASKS", None)
+    if not tasks:
+        return {f for f, v in data.AffineRecurrence.__dataclass_fields__.items() if v.init}
+    out = {"task"}
+    for cls in tasks.values():
+        out |= {f for f, v in cls.__dataclass_fields__.items() if v.init}
+    return out
+
+
 def apply_overrides(spec: dict, overrides) -> dict:
     """Apply ``section.field=value`` strings to a preset spec; unknown sections or fields raise ValueError."""
     from .config import ModelConfig, TrainConfig, did_you_mean
-    from .data import AffineRecurrence
 
     if isinstance(overrides, str):
         raise ValueError("overrides must be a list of section.field=value strings, not one string")
     fields = {
         "model": set(ModelConfig.__dataclass_fields__),
         "train": set(TrainConfig.__dataclass_fields__),
-        "data": {f for f, v in AffineRecurrence.__dataclass_fields__.items() if v.init},
+        "data": _data_fields(),
     }
     spec = copy.deepcopy(spec)
     for item in overrides or ():
@@ -86,7 +110,16 @@ def _prior_bound(prior) -> float:
 
 def term_bound(task) -> float:
     """Bound on |x_n| for n < task.length: |x_{n+1}| <= |a| |x_n| + |b| with every prior at its
-    largest magnitude (normal priors at mean + 8 std); the noise adds 8 std at the end."""
+    largest magnitude (normal priors at mean + 8 std); the noise adds 8 std at the end.  Other tasks
+    supply their own ``max_abs_term(normal_sigmas=...)``."""
+    from .data import AffineRecurrence
+
+    noise = NORMAL_SIGMAS * float(getattr(task, "noise", 0.0) or 0.0)
+    if not isinstance(task, AffineRecurrence):
+        try:
+            return float(task.max_abs_term(normal_sigmas=NORMAL_SIGMAS)) + noise
+        except TypeError:
+            return float(task.max_abs_term()) + noise
     A, B, X = _prior_bound(task.a), _prior_bound(task.b), _prior_bound(task.x0)
     bound = worst = X
     for _ in range(task.length - 1):
@@ -94,7 +127,7 @@ def term_bound(task) -> float:
         worst = max(worst, bound)
         if worst == float("inf"):
             break
-    return worst + NORMAL_SIGMAS * task.noise
+    return worst + noise
 
 
 def check_overflow(task, mcfg) -> None:
@@ -111,19 +144,23 @@ def check_overflow(task, mcfg) -> None:
 
 
 def build_task(data_spec):
-    """An ``AffineRecurrence`` from the ``data`` section of a spec (ValueError for unknown or bad fields)."""
-    from .data import AffineRecurrence
+    """A task from the ``data`` section of a spec (``data.make_task`` when the task registry exists,
+    else an ``AffineRecurrence``); ValueError for unknown or bad fields."""
+    from . import data
+    from .config import did_you_mean
 
     if not isinstance(data_spec, dict):
         raise ValueError(f"the data section must be a mapping of field -> value, got {type(data_spec).__name__}")
-    from .config import did_you_mean
-
-    known = [f for f, v in AffineRecurrence.__dataclass_fields__.items() if v.init]
+    make_task = getattr(data, "make_task", None)
+    if make_task is not None and data_spec.get("task", "affine") != "affine":
+        return make_task(data_spec)
+    data_spec = {k: v for k, v in data_spec.items() if k != "task"}
+    known = [f for f, v in data.AffineRecurrence.__dataclass_fields__.items() if v.init]
     for k in data_spec:
         if k not in known:
             raise ValueError(f"unknown field data.{k!s}; {did_you_mean('data', k, known)}")
     try:
-        return AffineRecurrence(**data_spec)
+        return data.AffineRecurrence(**data_spec)
     except TypeError as e:  # defensive: a malformed value the task's own checks let through
         raise ValueError(f"bad data section: {e}") from None
 
@@ -145,5 +182,8 @@ def build(spec: dict):
     data = build_task(spec.get("data", {}))
     if data.length - 1 > mcfg.n_ctx:
         raise ValueError(f"data.length - 1 = {data.length - 1} positions exceed model.n_ctx = {mcfg.n_ctx}")
+    d_in = getattr(data, "d_in", 1)
+    if mcfg.d_in != d_in or mcfg.d_out != d_in:
+        raise ValueError(f"the data has terms of size {d_in}; set model.d_in = model.d_out = {d_in} (got {mcfg.d_in}, {mcfg.d_out})")
     check_overflow(data, mcfg)
     return mcfg, tcfg, data

@@ -155,8 +155,8 @@ def _check_args(model_cfg, train_cfg, task, resume, force, callbacks):
         raise TypeError(f"model_cfg must be a minigpt.ModelConfig, got {type(model_cfg).__name__}")
     if not isinstance(train_cfg, TrainConfig):
         raise TypeError(f"train_cfg must be a minigpt.TrainConfig, got {type(train_cfg).__name__}")
-    if not isinstance(task, AffineRecurrence):
-        raise TypeError(f"task must be a minigpt.data.AffineRecurrence, got {type(task).__name__}")
+    if not all(hasattr(task, a) for a in ("sample", "spec", "length")):  # AffineRecurrence or another task
+        raise TypeError(f"task must be a minigpt.data task such as AffineRecurrence, got {type(task).__name__}")
     if resume and force:
         raise ValueError("resume and force contradict each other: pick one")
     for cb in callbacks:
@@ -164,6 +164,9 @@ def _check_args(model_cfg, train_cfg, task, resume, force, callbacks):
             raise TypeError(f"callbacks must be callables fn(step, model, record), got {cb!r}")
     if task.length - 1 > model_cfg.n_ctx:
         raise ValueError(f"data.length - 1 = {task.length - 1} positions exceed model.n_ctx = {model_cfg.n_ctx}")
+    d_in = getattr(task, "d_in", 1)
+    if model_cfg.d_in != d_in or model_cfg.d_out != d_in:
+        raise ValueError(f"the data has terms of size {d_in}; the model needs d_in = d_out = {d_in} (got {model_cfg.d_in}, {model_cfg.d_out})")
     from .presets import check_overflow
 
     check_overflow(task, model_cfg)

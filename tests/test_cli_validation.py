@@ -52,6 +52,7 @@ BAD_SETS = [
     ("model.attn_only=yes", "model.attn_only must be true or false"),
     ("model.eps=0", "model.eps must be > 0"),
     ("model.n_ctx=4", "exceed model.n_ctx"),
+    ("model.d_in=2", "set model.d_in = model.d_out = 1"),
     ('data.a=["beta",0,1]', "data.a: prior kind"),
     ("data.a=[1,2]", "data.a: a prior is"),
     ('data.a=["uniform",1,-1]', "lo <= hi"),
@@ -160,7 +161,7 @@ def test_api_refuses_bad_arguments(tmp_path):
         train({"d_model": 8}, tcfg, task)
     with pytest.raises(TypeError, match="train_cfg must be"):
         train(mcfg, {"steps": 2}, task)
-    with pytest.raises(TypeError, match="task must be"):
+    with pytest.raises(TypeError, match="task must be a minigpt.data task"):
         train(mcfg, tcfg, "affine")
     with pytest.raises(ValueError, match="contradict"):
         train(mcfg, tcfg, task, out_dir=tmp_path / "r", resume=True, force=True)
@@ -215,6 +216,9 @@ def test_missing_optional_commands_are_a_usage_error(capsys, monkeypatch, comman
     import sys
 
     monkeypatch.setitem(sys.modules, module, None)  # as if the module did not exist
+    parent, _, child = module.rpartition(".")
+    if parent in sys.modules:  # an earlier import left it as an attribute of its package
+        monkeypatch.delattr(sys.modules[parent], child, raising=False)
     status, err = run(capsys, [command])
     assert status == 2 and "not available" in err
 
