@@ -18,7 +18,8 @@ import os
 import sys
 import time
 
-BLAS_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+from .runner import BLAS_ENV, pool_map, single_thread_env as _single_thread_env, train_or_reuse  # noqa: F401  (shared with minigpt sweep)
+
 # name -> (description, overrides on top of the paper preset)
 ALTERNATIVES = {
     "attn_only": ("attention-only blocks (no MLPs)", ["model.attn_only=true"]),
@@ -28,11 +29,6 @@ ALTERNATIVES = {
 DEFAULT_STEPS = 1200
 QUICK_DIR = "checkpoints"
 QUICK_SIZES = dict(n_eval=512, n_scores=256, n_abl=256, n_patch=64)  # --quick: smaller held-out sets, to stay under a minute
-
-
-def _single_thread_env():
-    for k in BLAS_ENV:
-        os.environ[k] = "1"
 
 
 def _spec(overrides, steps, seed, preset="paper"):
@@ -56,28 +52,13 @@ def run_job(job):
     from .checkpoint import load_checkpoint
     from .interp.analysis import analyse
     from .model import Transformer
-    from . import presets
 
     t0 = time.time()
     run_dir, spec = job["run_dir"], job.get("spec")
     ckpt = os.path.join(run_dir, "checkpoint.npz") if run_dir else job["checkpoint"]
     history, trained = [], False
     if spec is not None:
-        mcfg, tcfg, task = presets.build(spec)
-        reuse = False
-        if os.path.exists(ckpt):
-            try:
-                _, meta = load_checkpoint(ckpt)
-                want = json.loads(json.dumps({"model": mcfg.to_dict(), "train": tcfg.to_dict(), "data": task.spec()}))
-                reuse = meta.get("step") == tcfg.steps and all(meta.get(k) == want[k] for k in ("model", "train", "data"))
-            except Exception:
-                reuse = False
-        if not reuse:
-            from .training import train
-
-            train(mcfg, tcfg, task, out_dir=run_dir, force=True, progress=False,
-                  spec={"model": mcfg.to_dict(), "train": tcfg.to_dict(), "data": task.spec()})
-            trained = True
+        trained = train_or_reuse(spec, run_dir, resume_partial=False)[0] != "reused"
     _, meta = load_checkpoint(ckpt)
     task = _task_from_meta(meta)
     history = meta.get("history", [])
@@ -94,25 +75,8 @@ def run_job(job):
 
 
 def _run_pool(jobs, workers, log):
-    if not jobs:
-        return []
-    if workers <= 1 or len(jobs) == 1:
-        out = []
-        for j in jobs:
-            out.append(run_job(j))
-            log(f"  done {j['label']} ({out[-1]['train_seconds']:.0f}s train, {out[-1]['analysis_seconds']:.0f}s analysis)")
-        return out
-    import multiprocessing as mp
-
-    _single_thread_env()  # before spawning: every worker inherits one BLAS thread
-    ctx = mp.get_context("spawn")
-    out = []
-    with ctx.Pool(min(workers, len(jobs))) as pool:
-        for r in pool.imap_unordered(run_job, jobs, chunksize=1):
-            out.append(r)
-            log(f"  done {r['setting']} seed {r['seed']} ({r['train_seconds']:.0f}s train, {r['analysis_seconds']:.0f}s analysis)")
-    order = {(j["setting"], j["seed"]): i for i, j in enumerate(jobs)}
-    return sorted(out, key=lambda r: order[(r["setting"], r["seed"])])
+    return pool_map(run_job, jobs, workers, lambda j, r: log(
+        f"  done {r['setting']} seed {r['seed']} ({r['train_seconds']:.0f}s train, {r['analysis_seconds']:.0f}s analysis)"))
 
 
 def _jobs(setting, overrides, seeds, steps, runs, fig_dir, figures_for=1, preset="paper"):
