@@ -51,6 +51,7 @@ class AdamW:
         self.m = {k: np.zeros_like(v) for k, v in params.items()}  # first moments
         self.v = {k: np.zeros_like(v) for k, v in params.items()}  # second moments
         self.decay = {k: is_weight_matrix(k) for k in params}
+        self._tmp: dict = {}  # scratch arrays for ``step``
 
     def step(self, grads: dict, lr: float | None = None) -> None:
         lr = self.lr if lr is None else lr
@@ -62,15 +63,27 @@ class AdamW:
         for k, p in self.params.items():
             g = grads[k]
             m, v = self.m[k], self.v[k]
+            tmp = self._scratch(k, g)  # one scratch array per parameter, reused every step
             if self.weight_decay and self.decay[k]:
                 p *= 1 - lr * self.weight_decay  # p <- p - lr wd p (decoupled)
             m *= b1
-            m += (1 - b1) * g  # m <- b1 m + (1 - b1) g
+            m += np.multiply(g, 1 - b1, out=tmp)  # m <- b1 m + (1 - b1) g
             v *= b2
-            v += (1 - b2) * (g * g)  # v <- b2 v + (1 - b2) g^2
-            denom = np.sqrt(v / bc2)
-            denom += self.eps
-            p -= step_size * (m / denom)  # p <- p - lr m_hat / (sqrt(v_hat) + eps)
+            np.multiply(g, g, out=tmp)
+            tmp *= 1 - b2
+            v += tmp  # v <- b2 v + (1 - b2) g^2
+            np.divide(v, bc2, out=tmp)
+            np.sqrt(tmp, out=tmp)
+            tmp += self.eps  # sqrt(v_hat) + eps
+            np.divide(m, tmp, out=tmp)
+            tmp *= step_size
+            p -= tmp  # p <- p - lr m_hat / (sqrt(v_hat) + eps)
+
+    def _scratch(self, k, g):
+        buf = self._tmp.get(k)
+        if buf is None or buf.shape != g.shape or buf.dtype != g.dtype:
+            buf = self._tmp[k] = np.empty_like(g)
+        return buf
 
     def state_arrays(self) -> dict[str, np.ndarray]:
         """Moments as flat arrays for a checkpoint (``opt.m/<name>``, ``opt.v/<name>``)."""
