@@ -175,6 +175,12 @@ def cmd_bench(args) -> int:
     return bench_main(args)
 
 
+def cmd_sweep(args) -> int:
+    from .sweep import main as sweep_main
+
+    return sweep_main(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="minigpt", description="A numpy GPT-style transformer that learns affine recurrences in context.")
     sub = p.add_subparsers(dest="command", parser_class=_Parser)
@@ -227,6 +233,25 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--steps", type=int, default=20)
     b.add_argument("--threads", type=int, default=None)
     b.set_defaults(fn=cmd_bench)
+
+    w = sub.add_parser("sweep", help="presets x overrides x seeds: train, probe emergence, analyse; one CSV/JSON table and report/sweep.md")
+    w.add_argument("--preset", action="append", default=None, help="preset (repeatable; default paper)")
+    w.add_argument("--seeds", type=int, default=5, help="seeds per setting (default 5)")
+    w.add_argument("--first-seed", type=int, default=0, help="first seed (default 0)")
+    w.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE", help="override for every run (repeatable)")
+    w.add_argument("--variant", action="append", default=None, metavar="'A=1;B=2'",
+                   help="one override set, ';'-separated (repeatable; each is a setting; default: the preset as is)")
+    w.add_argument("--grid", action="append", default=[], metavar="SECTION.FIELD=V1|V2", help="cartesian product over values (repeatable)")
+    w.add_argument("--steps", type=int, default=None, help="train.steps for every run (default: the preset's)")
+    w.add_argument("--every", type=int, default=None, help="emergence probe every K steps (default steps // 20)")
+    w.add_argument("--probe-n", type=int, default=256, help="sequences in the emergence probe batch (default 256)")
+    w.add_argument("--small-analysis", action="store_true", help="smaller held-out sets for the final analysis")
+    w.add_argument("--workers", type=int, default=None, help="local worker processes (default: all cores)")
+    w.add_argument("--dask", default=None, metavar="ADDRESS", help="send the runs to this Dask scheduler ('local': start a LocalCluster)")
+    w.add_argument("--out", default="runs/sweep", help="sweep folder: run folders, sweep.csv, sweep.json (default runs/sweep)")
+    w.add_argument("--report", default="report", help="write REPORT/sweep.md here (default report; '' for none)")
+    w.add_argument("--quiet", action="store_true", help="no progress lines")
+    w.set_defaults(fn=cmd_sweep)
     return p
 
 
@@ -285,7 +310,7 @@ def main(argv=None) -> int:
     return status
 
 
-_COMMANDS = ("train", "eval", "gradcheck", "reproduce", "derive", "bench")
+_COMMANDS = ("train", "eval", "gradcheck", "reproduce", "derive", "bench", "sweep")
 
 
 def entry_point():  # console script
