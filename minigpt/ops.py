@@ -147,7 +147,10 @@ def _row_blocks(n_rows, row_len):
 def linear_forward(x, W, b=None):
     """x [..., n_in], W [n_in, n_out], b [n_out] or None -> out [..., n_out] = x @ W + b."""
     n_in, n_out = W.shape
-    out = _matmul(x.reshape(-1, n_in), W)  # [N, n_out]  one 2-D matmul over all N = B*T rows
+    if n_in == 1:  # a scalar read-in: an outer product, much faster as a broadcast multiply than a K=1 matmul
+        out = np.multiply(x.reshape(-1, 1), W, out=_empty((x.size, n_out), np.result_type(x, W)))  # [N, n_out]
+    else:
+        out = _matmul(x.reshape(-1, n_in), W)  # [N, n_out]  one 2-D matmul over all N = B*T rows
     if b is not None:
         out += b
     return out.reshape(*x.shape[:-1], n_out), (x, W, b is not None)
