@@ -207,3 +207,21 @@ def test_pattern_score():
     prev[0, 0] = 1
     prev[np.arange(1, T), np.arange(T - 1)] = 1
     assert pattern_score(pat, prev) == pytest.approx(0.0)
+
+
+# ------------------------------------------------------------------ the idealised heads of theory/heads.py
+def test_theory_heads_are_classified_as_designed():
+    from theory import heads as th
+
+    x, y = _task_batch(T=8)
+    cp = head_scores(th.head_model("copy", 8), x, y)
+    assert cp["copy"][0, 0] >= 0.99 and classify_heads(cp)["copy_kind"][0, 0] == "current"
+    pv = head_scores(th.head_model("previous", 8), x, y)
+    assert pv["copy_prev"][0, 0] >= 0.99 and classify_heads(pv)["copy_kind"][0, 0] == "previous"
+    neg = th.head_model("similarity", 8, beta=-4.0)
+    s = head_scores(neg, x, y)
+    assert s["alpha"][0, 0] == pytest.approx(-4.0, rel=1e-6)
+    assert classify_heads(s)["ns_logit"][0, 0]
+    # score against the pattern predicted in closed form: 1 for the model built from it
+    _, cache = neg.run_with_cache(x)
+    assert pattern_score(cache["pattern", 0][:, 0], th.similarity_pattern(x, -4.0)) == pytest.approx(1.0, abs=1e-9)
