@@ -12,3 +12,11 @@ def train(*args, **kwargs):
     from .training import train as _train
 
     return _train(*args, **kwargs)
+
+
+def extensions_report(*args, **kwargs):
+    """Analyse models trained on the linear / polynomial tasks and write ``report/extensions.md``; see
+    ``minigpt.extensions.extensions_report`` (imported lazily)."""
+    from .extensions import extensions_report as _report
+
+    return _report(*args, **kwargs)
