@@ -12,9 +12,10 @@ Attention scores (mean attention weight over sequences and query positions t >= 
 Value-similarity fit (per query position t >= 2, pooled over sequences; then pooled over t):
   within each attention row the logits are only defined up to a constant (softmax), so logits and
   regressors are centred over the row's keys j <= t, and we fit
-      s[t, j] ~ alpha * x_t x_j + beta * |x_t - x_j| + gamma * x_j + key-position effects
+      s[t, j] ~ alpha * x_t x_j + beta * |x_t - x_j| + (c1 x_j + c2 x_j^2 + c3 |x_j|) + key-position effects
                 + x_t * key-position effects
-  (the last three absorb the terms a 1-d read-in with positional embeddings produces anyway).
+  (the controls absorb what a 1-d read-in with positional embeddings and LayerNorm produces from the key
+  alone or from positions, so alpha and beta measure how the logit depends on x_t and x_j *jointly*).
   ``alpha``, ``beta``: mean coefficients over t;  ``r2``: R^2 of the full fit;  ``sim_r2``: partial
   R^2 of the two similarity regressors (how much of the rest they explain);  ``sim_effect`` =
   alpha sd(x_t x_j) - beta sd(|x_t - x_j|), in nats: > 0 prefers similar keys, < 0 dissimilar ones.
@@ -107,7 +108,8 @@ def similarity_fit(scores, x, t_min=2):
         D = np.broadcast_to(np.eye(n)[None], (B, n, n))  # key-position dummies  [B, n(key), n(dummy)]
         XD = xq[:, :, None] * D
         cols_sim = np.stack([f1, f2], -1)  # [B, n, 2]
-        cols_rest = np.concatenate([f3[..., None], D[..., 1:], XD[..., 1:]], -1)  # [B, n, 2n - 1]
+        f4, f5 = f3 * f3, np.abs(f3)  # functions of the key alone: the similarity terms must be x_t-x_j interactions
+        cols_rest = np.concatenate([f3[..., None], f4[..., None], f5[..., None], D[..., 1:], XD[..., 1:]], -1)  # [B, n, 2n + 1]
 
         def centre(a):
             return a - a.mean(1, keepdims=True)
