@@ -161,3 +161,49 @@ def test_noise_baselines_and_errors():
         TB.bayes_mse(19, AffineRecurrence(length=20))
     with pytest.raises(TypeError):
         TB.bayes_mse(0, "uniform")
+
+
+def _beats_floor(pred, x, t, task, k=4.0):
+    """True if predictions at position t beat the Bayes floor by more than k paired standard errors."""
+    diff = (x[:, t + 1] - pred) ** 2 - (x[:, t + 1] - TB.posterior_mean_next(x[:, : t + 1], task)) ** 2
+    return diff.mean() < -k * diff.std() / np.sqrt(diff.size)
+
+
+def test_trained_model_does_not_beat_the_bayes_floor():
+    """A model below the floor at positions 0 and 1 would see the future (a causality bug)."""
+    import minigpt
+    from minigpt.presets import get_preset
+
+    spec = get_preset("tiny")
+    task = AffineRecurrence(**spec["data"])
+    cfg = minigpt.ModelConfig(**spec["model"], dtype="float64")
+    model = minigpt.train(cfg, minigpt.TrainConfig(**spec["train"]), task, progress=False).model
+    batch = task.sample(N_MC, np.random.default_rng(123))
+    pred = np.asarray(model(batch.inputs)).reshape(batch.inputs.shape)  # [N, pos]
+    for t in (0, 1):
+        assert not _beats_floor(pred[:, t], batch.x, t, task)
+    # the detector has teeth: a predictor that peeks at a and b (the oracle) is caught
+    assert _beats_floor(batch.a * batch.x[:, 1] + batch.b, batch.x, 1, task)
+
+
+@pytest.mark.parametrize("lo, hi", [(-30, -29), (-5, -4.999999), (0.1, 0.1000001), (-1, 1), (3, 40), (-np.inf, -3), (2, np.inf), (-1.01, -1.0), (-2.5, -0.999), (1000, 1000.5)])
+def test_truncated_normal_moments_in_narrow_and_deep_tail_windows(lo, hi):
+    """Regression: the textbook variance formula cancels catastrophically here (a bayes_mse of 50 instead of 1e-3)."""
+    import mpmath
+
+    mirror = lo > 0  # reference in the lower tail (1 - 1 cancels even at 60 digits), mean mirrored back
+    rl, rh = (-hi, -lo) if mirror else (lo, hi)
+    with mpmath.workdps(60):
+        a_, b_ = (mpmath.mpf(v) if np.isfinite(v) else mpmath.inf * np.sign(v) for v in (rl, rh))
+        Z = mpmath.ncdf(b_) - mpmath.ncdf(a_)
+        pa = mpmath.npdf(a_) if np.isfinite(rl) else 0
+        pb = mpmath.npdf(b_) if np.isfinite(rh) else 0
+        m = (pa - pb) / Z
+        v = 1 + ((a_ * pa if np.isfinite(rl) else 0) - (b_ * pb if np.isfinite(rh) else 0)) / Z - m**2
+        want = [float(Z), float(-m if mirror else m), float(v)]
+    got = TB._truncnorm(0.0, 1.0, lo, hi)
+    for g, w in zip(got, want):
+        assert float(g) == pytest.approx(w, rel=1e-9, abs=1e-300)
+    # shifted and scaled: N(mu, sd^2)
+    mass, mean, var = TB._truncnorm(0.7, 2.0, 0.7 + 2 * lo, 0.7 + 2 * hi)
+    assert float(mean) == pytest.approx(0.7 + 2 * want[1], rel=1e-9) and float(var) == pytest.approx(4 * want[2], rel=1e-9)

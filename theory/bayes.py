@@ -196,23 +196,49 @@ def _b_interval_for_a(x0v, x1v, lo, hi):
     return L, U
 
 
+_GL48_X, _GL48_W = np.polynomial.legendre.leggauss(48)
+
+
 def _truncnorm(mu, sd, L, U):
-    """(mass, mean, var) of N(mu, sd^2) restricted to [L, U]; mass = P(L <= v <= U)."""
-    al, be = (L - mu) / sd, (U - mu) / sd
-    # work in the lower tail for accuracy: flip where the window sits above the mean
-    flip = (al + be) > 0
-    al, be = np.where(flip, -be, al), np.where(flip, -al, be)
-    log_lo, log_hi = special.log_ndtr(al), special.log_ndtr(be)
+    """(mass, mean, var) of N(mu, sd^2) restricted to [L, U]; mass = P(L <= v <= U). Arrays broadcast.
+
+    Standardised window [al, be], flipped so that al + be <= 0 (be is the edge nearer the mode).
+    Wide windows reaching the bulk use the textbook formulas (log-space masses); narrow or deep-tail
+    windows, where those formulas cancel catastrophically, use 48-point Gauss-Legendre in u = be - z
+    over [0, min(width, u45)], u45 being where the density has fallen by e^-45 from the edge.
+    """
+    mu, sd, L, U = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in (mu, sd, L, U)))
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        al, be = (L - mu) / sd, (U - mu) / sd
+        flip = (al + be) > 0
+        al, be = np.where(flip, -be, al), np.where(flip, -al, be)
+        # textbook formulas
+        log_lo, log_hi = special.log_ndtr(al), special.log_ndtr(be)
         log_mass = log_hi + np.log1p(-np.exp(log_lo - log_hi))
         pa = np.exp(-0.5 * al**2 - 0.5 * np.log(2 * np.pi) - log_mass)  # phi(al) / mass
         pb = np.exp(-0.5 * be**2 - 0.5 * np.log(2 * np.pi) - log_mass)
         apa = np.where(np.isfinite(al), al * pa, 0.0)
         bpb = np.where(np.isfinite(be), be * pb, 0.0)
-        m1 = pa - pb  # E[z], z standardised, lower-tail frame
-        var = 1.0 + apa - bpb - m1**2
+        m1 = pa - pb
+        mass = np.exp(log_mass)
+        var = np.maximum(1.0 + apa - bpb - m1**2, 0.0)
+        # quadrature near the edge be
+        width = be - al
+        nb = np.maximum(-be, 0.0)
+        u45 = 90.0 / (nb + np.sqrt(nb**2 + 90.0))  # root of nb u + u^2 / 2 = 45, without cancellation
+        top = np.where(np.isfinite(width), np.minimum(width, u45), u45)[..., None]
+        u = 0.5 * top * (_GL48_X + 1.0)  # [..., 48]
+        logd = -0.5 * (be[..., None] - u) ** 2  # log phi(be - u) + const
+        wts = 0.5 * top * _GL48_W * np.exp(logd - logd.max(-1, keepdims=True))
+        q_mass = np.exp(logd.max(-1)) / np.sqrt(2 * np.pi) * wts.sum(-1)
+        q_mean_u = (wts * u).sum(-1) / wts.sum(-1)
+        q_var = (wts * (u - q_mean_u[..., None]) ** 2).sum(-1) / wts.sum(-1)
+        use_q = np.isfinite(be) & ((width < 1.0) | (be < -1.0))
+        mass = np.where(use_q, q_mass, mass)
+        m1 = np.where(use_q, be - q_mean_u, m1)
+        var = np.where(use_q, q_var, var)
     mean = mu + sd * np.where(flip, -m1, m1)
-    return np.exp(log_mass), mean, np.maximum(var, 0.0) * sd**2
+    return mass, mean, var * sd**2
 
 
 def posterior_a(x0v, x1v, task: AffineRecurrence):
