@@ -1,0 +1,141 @@
+"""minigpt sweep: a tiny sweep in spawn workers, the same sweep on a Dask LocalCluster (same table), resuming
+(finished runs are never redone; an interrupted run resumes exactly), the report with Wilson intervals, the CLI."""
+import csv
+import json
+import os
+
+import pytest
+
+from minigpt import emergence, sweep
+from minigpt.cli import main as cli_main
+
+STEPS, EVERY, PROBE_N = 20, 5, 64
+
+
+def _jobs(out, seeds=2, common=()):
+    return sweep.make_jobs(["tiny"], [[]], seeds, out, common=common, steps=STEPS, every=EVERY, probe_n=PROBE_N,
+                           analysis_kw=sweep.SMALL_ANALYSIS)
+
+
+@pytest.fixture(scope="module")
+def local(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("sweep_local"))
+    rows, stats = sweep.run_sweep(_jobs(out), out, workers=2, log=lambda m: None)
+    return out, rows, stats
+
+
+def test_local_table(local):
+    out, rows, stats = local
+    assert stats["trained"] == 2 and stats["failed"] == 0
+    assert [r["seed"] for r in rows] == [0, 1] and rows[0]["run"].endswith("/seed0")
+    r = rows[0]
+    for col, _ in sweep.MECHANISM_COLUMNS:
+        assert isinstance(r[col], bool), col
+    assert r["train.steps"] == STEPS and r["train.eval_every"] == EVERY and r["model.n_layers"] == 3 and r["data.a"] == '["uniform", -1.0, 1.0]'
+    T = r["data.length"] - 1
+    per_pos = [r[f"mse_pos{t}"] for t in range(T)]
+    assert r["mse"] == pytest.approx(sum(per_pos) / T) and r["mse_t2"] == pytest.approx(sum(per_pos[2:]) / (T - 2))
+    assert json.load(open(os.path.join(out, "sweep.json"))) == rows
+    with open(os.path.join(out, "sweep.csv")) as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == 2 and float(table[1]["mse_t2"]) == rows[1]["mse_t2"] and table[0]["copy_l0"] in ("True", "False")
+    run_dir = os.path.join(out, r["run"])
+    for name in ("checkpoint.npz", "metrics.jsonl", "emergence.json", "emergence.png", "analysis.json", "result.json"):
+        assert os.path.exists(os.path.join(run_dir, name)), name
+    recs = emergence.load(os.path.join(run_dir, "emergence.json"))
+    assert [x["step"] for x in recs] == [0, 5, 10, 15, 20]
+    for m in emergence.MECHANISMS:  # the row's onsets come from the run's emergence records
+        assert r[f"onset_{m}"] == emergence.onset(recs, m)
+
+
+def test_rerun_redoes_nothing(local):
+    out, rows, _ = local
+    again, stats = sweep.run_sweep(_jobs(out), out, workers=2, log=lambda m: None)
+    assert again == rows and stats["finished"] == 2 and stats["trained"] == stats["resumed"] == stats["reused"] == 0
+
+
+def test_dask_local_cluster_gives_the_same_table(local, tmp_path, monkeypatch):
+    distributed = pytest.importorskip("dask.distributed")
+    for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.setenv(k, "1")  # inherited by the cluster's worker processes
+    out = str(tmp_path / "dask")
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        rows, stats = sweep.run_sweep(_jobs(out), out, dask=cluster.scheduler_address, log=lambda m: None)
+    assert stats["trained"] == 2 and stats["failed"] == 0
+    assert rows == local[1]
+    assert json.load(open(os.path.join(out, "sweep.json"))) == json.load(open(os.path.join(local[0], "sweep.json")))
+
+
+def test_interrupted_run_resumes_exactly(tmp_path, monkeypatch):
+    common = ["train.checkpoint_every=10"]
+    out = str(tmp_path / "resume")
+    real = emergence.EmergenceProbe.measure
+
+    def crash_at_15(self, step, model):
+        if step == 15:
+            raise RuntimeError("simulated crash")
+        return real(self, step, model)
+
+    monkeypatch.setattr(emergence.EmergenceProbe, "measure", crash_at_15)
+    rows, stats = sweep.run_sweep(_jobs(out, seeds=1, common=common), out, workers=1, log=lambda m: None)
+    assert rows == [] and stats["failed"] == 1 and "simulated crash" in stats["errors"][0]
+    monkeypatch.setattr(emergence.EmergenceProbe, "measure", real)
+    rows, stats = sweep.run_sweep(_jobs(out, seeds=1, common=common), out, workers=1, log=lambda m: None)
+    assert stats["resumed"] == 1
+    recs = emergence.load(os.path.join(out, rows[0]["run"], "emergence.json"))
+    assert [x["step"] for x in recs] == [0, 5, 10, 15, 20]
+    fresh_out = str(tmp_path / "fresh")
+    fresh, _ = sweep.run_sweep(_jobs(fresh_out, seeds=1, common=common), fresh_out, workers=1, log=lambda m: None)
+    assert fresh == rows  # resuming from the step-10 checkpoint ends exactly where an uninterrupted run does
+    assert emergence.load(os.path.join(fresh_out, rows[0]["run"], "emergence.json")) == recs
+
+
+def test_wilson():
+    assert sweep.wilson(0, 20) == pytest.approx((0.0, 0.16113), abs=1e-5)
+    assert sweep.wilson(20, 20) == pytest.approx((0.83887, 1.0), abs=1e-5)
+    assert sweep.wilson(10, 20) == pytest.approx((0.29929, 0.70071), abs=1e-5)
+    assert sweep.wilson(0, 0) == (0.0, 1.0)
+
+
+def test_grid_and_settings(tmp_path):
+    assert sweep.parse_grid([]) == [[]]
+    assert sweep.parse_grid(["model.attn_only=false|true", "data.length=8|10"]) == [
+        ["model.attn_only=false", "data.length=8"], ["model.attn_only=false", "data.length=10"],
+        ["model.attn_only=true", "data.length=8"], ["model.attn_only=true", "data.length=10"]]
+    jobs = sweep.make_jobs(["tiny"], sweep.parse_grid(["model.attn_only=false|true"]), 2, str(tmp_path), steps=10)
+    assert len(jobs) == 4 and len({j["setting_dir"] for j in jobs}) == 2 and jobs[0]["every"] == 1
+    assert jobs[2]["setting"] == "tiny model.attn_only=true" and jobs[2]["spec"]["model"]["attn_only"] is True
+    for bad in (dict(seeds=0), dict(every=50), dict(common=["model.nope=1"])):
+        with pytest.raises(ValueError):
+            sweep.make_jobs(["tiny"], [[]], **{"seeds": 1, "out": str(tmp_path), "steps": 10, **bad})
+    with pytest.raises(ValueError):
+        sweep.parse_grid(["model.attn_only"])
+
+
+def test_cli_resumes_and_writes_report(local, tmp_path):
+    out, rows, _ = local
+    rep = tmp_path / "report"
+    args = ["sweep", "--preset", "tiny", "--seeds", "2", "--steps", str(STEPS), "--every", str(EVERY), "--probe-n", str(PROBE_N),
+            "--small-analysis", "--out", out, "--report", str(rep), "--quiet"]
+    assert cli_main(args) == 0  # every run is finished already: nothing trains
+    assert json.load(open(os.path.join(out, "sweep.json"))) == rows
+    text = (rep / "sweep.md").read_text()
+    assert "## Setting `tiny`" in text and "95% interval" in text
+    k = sum(r["claim_copy_resid"] for r in rows)
+    lo, hi = sweep.wilson(k, 2)
+    assert f"| {k}/2 | {k / 2:.2f} | [{lo:.2f}, {hi:.2f}] |" in text
+    for line in text.splitlines():
+        if line.startswith("!["):
+            assert (rep / line.rsplit("(", 1)[1].rstrip(")")).exists(), line
+    # the report can also be written from the table file alone
+    assert os.path.exists(sweep.write_report(os.path.join(out, "sweep.json"), str(tmp_path / "r2")))
+
+
+def test_cli_bad_arguments(tmp_path, capsys):
+    base = ["sweep", "--preset", "tiny", "--out", str(tmp_path / "s"), "--report", ""]
+    assert cli_main(base + ["--grid", "model.attn_only"]) == 1
+    assert cli_main(base + ["--seeds", "0"]) == 1
+    assert cli_main(base + ["--preset", "nope"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and all(line.startswith("minigpt: error:") for line in err)
+    assert not os.path.exists(tmp_path / "s" / "sweep.csv")
