@@ -98,3 +98,23 @@ def test_bad_head_arguments():
         TH.head_model("induction", 4)
     with pytest.raises(ValueError, match="pos_bias"):
         TH.head_model("similarity", 4, pos_bias=np.zeros((3, 3)))
+
+
+@settings(max_examples=20)
+@given(st.integers(2, 7), st.floats(-4, 4), st.booleans(), st.integers(0, 2**31))
+def test_fit_similarity_pattern_recovers_an_idealised_head(T, beta, positional, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-1, 1, (64, T))
+    P = rng.normal(size=(T, T)) if positional else None
+    fit = TH.fit_similarity_pattern(TH.similarity_pattern(x, beta, P), x, positional=positional)
+    assert fit["beta"] == pytest.approx(beta, abs=1e-8)
+    assert fit["r2"] == pytest.approx(1.0, abs=1e-10) and fit["r2_logits"] == pytest.approx(1.0, abs=1e-10)
+    np.testing.assert_allclose(fit["fitted"], TH.similarity_pattern(x, beta, P), atol=1e-9)
+    g = TH.fit_gain(-0.6 * TH.similarity_head(x, beta, 1.0, P), TH.similarity_head(x, beta, 1.0, P))
+    assert g["gamma"] == pytest.approx(-0.6) and g["r2"] == pytest.approx(1.0)
+
+
+def test_fit_similarity_pattern_on_a_uniform_pattern_gives_beta_zero():
+    x = np.random.default_rng(0).uniform(-1, 1, (32, 5))
+    fit = TH.fit_similarity_pattern(TH.causal_softmax(np.zeros((32, 5, 5))), x)
+    assert abs(fit["beta"]) < 1e-10

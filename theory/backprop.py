@@ -252,3 +252,8 @@ def _steps_gelu():
 
 
 TOPICS = {"softmax_jacobian": _steps_softmax, "layernorm_jacobian": _steps_layernorm, "gelu_derivative": _steps_gelu}
+
+
+def derivation_steps(topic: str) -> list:
+    """Steps (caption, sympy expression) of one of this module's ``TOPICS``, for ``minigpt derive``."""
+    return TOPICS[topic]()

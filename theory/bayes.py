@@ -451,3 +451,8 @@ def _steps_baselines():
 
 
 TOPICS = {"bayes_position0": _steps_bayes0, "bayes_position1": _steps_bayes1, "baselines": _steps_baselines}
+
+
+def derivation_steps(topic: str) -> list:
+    """Steps (caption, sympy expression) of one of this module's ``TOPICS``, for ``minigpt derive``."""
+    return TOPICS[topic]()

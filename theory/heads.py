@@ -198,6 +198,74 @@ def family_table(betas=(-4.0, -1.0, -0.25, 0.25, 1.0, 4.0), length: int = 12, ba
     return rows
 
 
+# ----------------------------------------------------------------------------- fitting empirical heads
+def fit_similarity_pattern(pattern, x, positional: bool = True, floor: float = 1e-12) -> dict:
+    """Fit logits beta x_t x_j (+ P[t, j]) to an empirical causal pattern [batch, T, T] on inputs x [batch, T].
+
+    Softmax is invariant to a per-row constant, so within each row (query t) the centred log-pattern
+    log p_tj - mean_{j<=t} log p_tj is regressed on the centred features (x_t x_j and, if positional,
+    one-hot (t, j)): linear least squares, exact when the pattern is such a head. Returns beta, pos_bias
+    [T, T] (row-centred, zeros above the diagonal), r2_logits (on the centred log-pattern) and r2 (on
+    the pattern itself: 1 - SSE / SST of the probabilities, rows with t >= 1).
+    """
+    p = np.asarray(pattern, dtype=float)
+    x = np.asarray(x, dtype=float)
+    Bn, T = x.shape
+    mask = _causal(T)
+    logp = np.log(np.maximum(p, floor))
+    cnt = mask.sum(1)  # [T] keys per query
+
+    def centre(v):  # [..., T, T] -> row-centred over j <= t, zero elsewhere
+        v = np.where(mask, v, 0.0)
+        return np.where(mask, v - v.sum(-1, keepdims=True) / cnt[:, None], 0.0)
+
+    y = centre(logp)  # [B, T, T]
+    sim = centre(x[:, :, None] * x[:, None, :])  # [B, T, T]
+    rows, cols = np.nonzero(mask)
+    keep = rows >= 1  # row 0 has a single key: nothing to fit
+    rows, cols = rows[keep], cols[keep]
+    feats = [sim[:, rows, cols].reshape(-1)]
+    if positional:  # one-hot of (t, j), centred within the row; identical for every sequence
+        onehot = np.zeros((len(rows), len(rows)))
+        for i, (t, j) in enumerate(zip(rows, cols)):
+            same_row = rows == t
+            onehot[same_row, i] -= 1.0 / cnt[t]
+            onehot[i, i] += 1.0
+        feats += list(np.tile(onehot, (Bn, 1)).T)
+    A = np.stack(feats, 1)  # [B * n_entries, n_features]
+    target = y[:, rows, cols].reshape(-1)
+    coef, *_ = np.linalg.lstsq(A, target, rcond=None)
+    beta = float(coef[0])
+    P = np.zeros((T, T))
+    if positional:
+        P[rows, cols] = coef[1:]
+        P = centre(P)
+    fitted = similarity_pattern(x, beta, P)
+    resid_logits = target - A @ coef
+    sst_l = float(((target - target.mean()) ** 2).sum())
+    sel = p[:, rows, cols]
+    sse = float(((sel - fitted[:, rows, cols]) ** 2).sum())
+    sst = float(((sel - sel.mean()) ** 2).sum())
+    return {"beta": beta, "pos_bias": P, "r2_logits": _r2(float((resid_logits**2).sum()), sst_l),
+            "r2": _r2(sse, sst), "fitted": fitted}
+
+
+def _r2(sse: float, sst: float, tiny: float = 1e-20) -> float:
+    """1 - SSE/SST; a constant target counts as fully explained when the fit is exact too."""
+    if sst <= tiny:
+        return 1.0 if sse <= tiny else 0.0
+    return 1.0 - sse / sst
+
+
+def fit_gain(output, mixed) -> dict:
+    """Least-squares OV gain gamma in output ~ gamma * mixed (e.g. a head's output along the read-out
+    direction against pattern @ x); returns gamma and R^2."""
+    o, m = np.ravel(np.asarray(output, float)), np.ravel(np.asarray(mixed, float))
+    gamma = float(m @ o / max(m @ m, 1e-300))
+    sst = float(((o - o.mean()) ** 2).sum())
+    return {"gamma": gamma, "r2": _r2(float(((o - gamma * m) ** 2).sum()), sst)}
+
+
 # ----------------------------------------------------------------------------- minigpt weights
 def head_model(kind: str, n_ctx: int, beta: float = 0.0, gamma: float = 1.0, pos_bias=None, plus_copy: bool = False, dtype: str = "float64"):
     """A one-layer attention-only minigpt (no LayerNorm) whose prediction is an idealised head.
@@ -276,3 +344,8 @@ def _steps_similarity():
 
 
 TOPICS = {"similarity_head": _steps_similarity}
+
+
+def derivation_steps(topic: str) -> list:
+    """Steps (caption, sympy expression) of one of this module's ``TOPICS``, for ``minigpt derive``."""
+    return TOPICS[topic]()
