@@ -194,9 +194,14 @@ def run_job(job):
 
 def run_job_safe(job):
     """``run_job`` that reports an exception as ``{"error": ...}`` instead of raising (one bad run does not
-    stop the sweep; it is retried the next time the sweep runs)."""
+    stop the sweep; it is retried the next time the sweep runs).  Ctrl-C / SIGTERM still stop the sweep:
+    ``TrainingInterrupted`` (the checkpoint is saved, so the rerun resumes) is raised, not reported."""
+    from .training import TrainingInterrupted
+
     try:
         return run_job(job)
+    except TrainingInterrupted:
+        raise
     except Exception as e:  # noqa: BLE001 - reported per run
         return {"error": f"{type(e).__name__}: {e}", "row": None, "state": "failed", "seconds": 0.0}
 

@@ -139,3 +139,14 @@ def test_cli_bad_arguments(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3 and all(line.startswith("minigpt: error:") for line in err)
     assert not os.path.exists(tmp_path / "s" / "sweep.csv")
+
+
+def test_ctrl_c_stops_the_sweep(tmp_path, monkeypatch):
+    from minigpt.training import TrainingInterrupted
+
+    def interrupted(self, step, model):
+        raise TrainingInterrupted(step, "x")
+
+    monkeypatch.setattr(emergence.EmergenceProbe, "measure", interrupted)
+    with pytest.raises(TrainingInterrupted):  # not reported as one failed run while the next one starts
+        sweep.run_sweep(_jobs(str(tmp_path), seeds=2), str(tmp_path), workers=1, log=lambda m: None)
