@@ -108,6 +108,8 @@ def make_jobs(presets_=("paper",), override_sets=([],), seeds=1, out=SWEEP_DIR, 
             sdir = setting_dir(preset, spec)
             label = " ".join([preset] + ov)
             for s in range(first_seed, first_seed + seeds):
+                if any(j["run"] == f"{sdir}/seed{s}" for j in jobs):
+                    continue  # the same setting twice (repeated --preset or --variant): one run folder, one run
                 sp = presets.apply_overrides(spec, [f"train.seed={s}"])
                 jobs.append(dict(run=f"{sdir}/seed{s}", run_dir=os.path.join(out, sdir, f"seed{s}"), setting=label, setting_dir=sdir,
                                  preset=preset, overrides=list(common) + ov, seed=s, spec=sp, every=k, probe_n=probe_n,

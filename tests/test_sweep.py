@@ -105,6 +105,7 @@ def test_grid_and_settings(tmp_path):
     jobs = sweep.make_jobs(["tiny"], sweep.parse_grid(["model.attn_only=false|true"]), 2, str(tmp_path), steps=10)
     assert len(jobs) == 4 and len({j["setting_dir"] for j in jobs}) == 2 and jobs[0]["every"] == 1
     assert jobs[2]["setting"] == "tiny model.attn_only=true" and jobs[2]["spec"]["model"]["attn_only"] is True
+    assert len(sweep.make_jobs(["tiny", "tiny"], [[], [], ["train.lr=0.003"]], 2, str(tmp_path), steps=10)) == 2  # same spec: no duplicate runs
     for bad in (dict(seeds=0), dict(every=50), dict(common=["model.nope=1"])):
         with pytest.raises(ValueError):
             sweep.make_jobs(["tiny"], [[]], **{"seeds": 1, "out": str(tmp_path), "steps": 10, **bad})
