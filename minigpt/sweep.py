@@ -411,9 +411,20 @@ def write_report(table, out_dir, runs_dir=None, command=None):
         "with 95% Wilson score intervals. Onset: the first emergence probe from which the flag stays on to the end.",
         "Largest jump: the largest change of the mechanism's strength between two consecutive probes as a share of",
         "its whole range over training (near 1: a phase change at this resolution; near 1/number of probes: gradual).",
+        "Onsets and jumps are measured on the fixed emergence probe batch, the final flags on the larger analysis batch,",
+        "so a flag near its threshold can differ between the two.",
         "",
     ]
-    for setting, rs in _by_setting(rows).items():
+    groups = _by_setting(rows)
+    if len(groups) > 1:  # one overview line per setting
+        key = ("copy_l0", "claim_copy", "claim_copy_resid", "ns_any_last", "claim_ns_any")
+        lines += ["## Overview: share of seeds [95% interval]", "",
+                  "| setting | seeds | median MSE t>=2 | " + " | ".join(f"`{c}`" for c in key) + " |", "|---|---|---|" + "---|" * len(key)]
+        for setting, rs in groups.items():
+            cells = [f"{shares[setting][c]['k']}/{shares[setting][c]['n']} [{shares[setting][c]['low']:.2f}, {shares[setting][c]['high']:.2f}]" for c in key]
+            lines.append(f"| `{setting}` | {len(rs)} | {_fmt(_median([r['mse_t2'] for r in rs]))} | " + " | ".join(cells) + " |")
+        lines.append("")
+    for setting, rs in groups.items():
         r0 = rs[0]
         steps = r0.get("train.steps")
         lines += [f"## Setting `{setting}`", "",

@@ -55,7 +55,7 @@ def test_rerun_redoes_nothing(local):
 
 
 def test_dask_local_cluster_gives_the_same_table(local, tmp_path, monkeypatch):
-    distributed = pytest.importorskip("dask.distributed")
+    import dask.distributed as distributed  # in the test extra: the Dask path must run in the suite
     for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         monkeypatch.setenv(k, "1")  # inherited by the cluster's worker processes
     out = str(tmp_path / "dask")
@@ -151,3 +151,21 @@ def test_ctrl_c_stops_the_sweep(tmp_path, monkeypatch):
     monkeypatch.setattr(emergence.EmergenceProbe, "measure", interrupted)
     with pytest.raises(TrainingInterrupted):  # not reported as one failed run while the next one starts
         sweep.run_sweep(_jobs(str(tmp_path), seeds=2), str(tmp_path), workers=1, log=lambda m: None)
+
+
+def test_report_over_settings_from_rows_alone(tmp_path):
+    def row(setting, seed, copy, ns):
+        r = {"run": f"{setting}-x/seed{seed}", "setting": setting, "seed": seed, "train.steps": 10, "train.eval_every": 5,
+             "mse_t2": 0.1 + seed, "copy_mse_t2": 1.0, "bayes_mse_t2": None}
+        r.update({c: False for c, _ in sweep.MECHANISM_COLUMNS}, copy_l0=copy, ns_any_last=ns, onset_copy_l0=5 if copy else None)
+        return r
+
+    rows = [row("a", s, copy=s < 3, ns=True) for s in range(4)] + [row("b", s, copy=False, ns=s == 0) for s in range(5)]
+    shares = sweep.mechanism_shares(rows)
+    assert shares["a"]["copy_l0"]["k"] == 3 and shares["b"]["ns_any_last"]["k"] == 1 and shares["b"]["copy_l0"]["n"] == 5
+    text = open(sweep.write_report(rows, str(tmp_path))).read()
+    lo, hi = sweep.wilson(3, 4)
+    assert "## Overview" in text and f"| `a` | 4 | 1.6 | 3/4 [{lo:.2f}, {hi:.2f}]" in text
+    assert "## Setting `b`" in text and "(no emergence records found for this setting)" in text
+    with pytest.raises(ValueError):
+        sweep.write_report([], str(tmp_path))
