@@ -52,6 +52,10 @@ def test_rerun_redoes_nothing(local):
     out, rows, _ = local
     again, stats = sweep.run_sweep(_jobs(out), out, workers=2, log=lambda m: None)
     assert again == rows and stats["finished"] == 2 and stats["trained"] == stats["resumed"] == stats["reused"] == 0
+    # a finished checkpoint without its result (e.g. the analysis crashed) is re-analysed, not retrained
+    os.unlink(os.path.join(out, rows[1]["run"], "result.json"))
+    again, stats = sweep.run_sweep(_jobs(out), out, workers=2, log=lambda m: None)
+    assert again == rows and stats["finished"] == 1 and stats["reused"] == 1 and stats["trained"] == 0
 
 
 def test_dask_local_cluster_gives_the_same_table(local, tmp_path, monkeypatch):
