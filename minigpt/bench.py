@@ -1,7 +1,7 @@
 """``minigpt bench``: one training step of minigpt against the same model in PyTorch, side by side.
 
-A step is forward, backward, global-norm clipping to 1.0 and one AdamW update (lr 1e-3, weight decay
-0.01 on weight matrices only), on the ``paper`` preset's sequences.  The PyTorch model is built from its
+A step is forward, backward, global-norm clipping to 1.0 and one AdamW update (the ``paper`` preset's
+learning rate, betas and weight decay, on weight matrices only), on the ``paper`` preset's sequences.  The PyTorch model is built from its
 own modules (``nn.Linear``, ``nn.LayerNorm``, ``F.scaled_dot_product_attention(is_causal=True)``, tanh
 GELU, ``torch.optim.AdamW``), starts from minigpt's initial weights (so the first losses must agree) and
 runs in float32 with the same thread count.
@@ -56,8 +56,9 @@ def minigpt_step(model, opt, x, y):
     return loss
 
 
-def build_torch(model, lr=1e-3, weight_decay=0.01):
-    """The same transformer from PyTorch modules, with minigpt's current weights copied in."""
+def build_torch(model, opt):
+    """The same transformer from PyTorch modules, with minigpt's current weights copied in, and a
+    ``torch.optim.AdamW`` with the hyperparameters of minigpt's optimizer ``opt``."""
     import torch
     import torch.nn as nn
     import torch.nn.functional as F
@@ -129,8 +130,8 @@ def build_torch(model, lr=1e-3, weight_decay=0.01):
     # weight decay on weight matrices only, as minigpt (not on biases, LayerNorm, positional embedding)
     decay = [p for n, p in net.named_parameters() if p.ndim == 2 and n != "pos"]
     no_decay = [p for n, p in net.named_parameters() if not (p.ndim == 2 and n != "pos")]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=lr)
-    return net, opt
+    groups = [{"params": decay, "weight_decay": opt.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return net, torch.optim.AdamW(groups, lr=opt.lr, betas=opt.betas, eps=opt.eps)
 
 
 def torch_step(net, opt, x, y):
@@ -216,7 +217,7 @@ def worker(config: str, threads: int, steps: int, which: str = "both") -> dict:
             import torch
 
             torch.set_num_threads(threads)
-            net, topt = build_torch(model)
+            net, topt = build_torch(model, opt)
             xt, yt = torch.from_numpy(x[..., None]), torch.from_numpy(y[..., None])
             fn = lambda: torch_step(net, topt, xt, yt)  # noqa: E731
         else:
@@ -233,7 +234,7 @@ def worker(config: str, threads: int, steps: int, which: str = "both") -> dict:
     runners = {"minigpt": lambda: minigpt_step(model, opt, x, y)}
     if torch is not None:
         torch.set_num_threads(threads)
-        net, topt = build_torch(model)
+        net, topt = build_torch(model, opt)
         xt, yt = torch.from_numpy(x[..., None]), torch.from_numpy(y[..., None])
         runners["torch"] = lambda: torch_step(net, topt, xt, yt)
         res["torch_version"], res["torch_threads"] = torch.__version__, torch.get_num_threads()
