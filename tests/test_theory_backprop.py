@@ -1,6 +1,5 @@
 """minigpt.ops backward passes against the sympy oracle in theory.backprop (float64, random dout)."""
 import numpy as np
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp

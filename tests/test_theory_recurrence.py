@@ -1,5 +1,4 @@
 """theory.recurrence: closed form = iteration (exact rationals and floats); next_from_three exact."""
-from fractions import Fraction
 
 import numpy as np
 import sympy as sp
