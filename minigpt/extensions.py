@@ -28,7 +28,7 @@ Per task it measures, on fresh held-out sequences:
   carries x_t), so they cannot show a copy stage; the lens can: *copy-then-refine* is declared when
   (i) the lens after block 0 reads x_t (R^2 >= 0.9 against x_t, and closer to x_t than to the target),
   and (ii) the model's error at t >= exact_from is at least 10x below copying and the probe R^2 of the
-  correction rises by > 0.1 from after block 0 to the final residual.
+  correction rises from after block 0 to the final residual.
 
 For scalar tasks (polynomials) ``interp.head_scores`` and ``classify_heads`` are also reported (the
 paper's copying / negative-similarity definitions, unchanged).
@@ -262,7 +262,7 @@ def copy_then_refine(res) -> dict:
     copy0 = float(h["copy"][0].max())
     after0, final = res["resid"][1], res["resid"][-1]
     copy_stage = after0["lens_r2_x_t"] >= 0.9 and after0["lens_mse_copy"] < after0["lens_mse_target"]
-    refine = res["copy_over_model"] >= 10 and final["probe_correction"] > after0["probe_correction"] + 0.1
+    refine = res["copy_over_model"] >= 10 and final["probe_correction"] > after0["probe_correction"]
     return dict(copy_stage=bool(copy_stage), layer0_best_copy=copy0, lens_r2_x_t_after_block0=after0["lens_r2_x_t"],
                 lens_mse_copy_after_block0=after0["lens_mse_copy"], lens_mse_target_after_block0=after0["lens_mse_target"],
                 probe_correction_after_block0=after0["probe_correction"], probe_correction_final=final["probe_correction"],
