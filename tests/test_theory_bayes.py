@@ -207,3 +207,12 @@ def test_truncated_normal_moments_in_narrow_and_deep_tail_windows(lo, hi):
     # shifted and scaled: N(mu, sd^2)
     mass, mean, var = TB._truncnorm(0.7, 2.0, 0.7 + 2 * lo, 0.7 + 2 * hi)
     assert float(mean) == pytest.approx(0.7 + 2 * want[1], rel=1e-9) and float(var) == pytest.approx(4 * want[2], rel=1e-9)
+
+
+@settings(max_examples=15)
+@given(st.floats(-1, 1), st.floats(0.05, 1), st.floats(-1, 1), st.floats(0.05, 1), st.floats(-2, 1), st.floats(0.1, 3))
+def test_normal_normal_closed_form_equals_quadrature(ma, sa, mb, sb, lo, width):
+    task = AffineRecurrence(a=("normal", ma, sa), b=("normal", mb, sb), x0=("uniform", lo, lo + width))
+    f = lambda v: ((ma - 1) * v + mb) ** 2 / (sa**2 * v**2 + sb**2)  # noqa: E731
+    ref = sa**2 * sb**2 * (1 + integrate.quad(f, lo, lo + width, epsabs=1e-14, epsrel=1e-13)[0] / width)
+    assert TB.bayes_mse(1, task) == pytest.approx(ref, rel=1e-10, abs=1e-13)

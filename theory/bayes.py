@@ -11,8 +11,10 @@ Bayes (noise = 0), with x_{t+1} = a x_t + b:
                         MSE = E[ Var(a | x0, x1) (x1 - x0)^2 ].
   The posterior of a is p(a) p_b(x1 - a x0) / p(x1 | x0), in closed form for every prior pair:
   normal/normal: Gaussian conditioning; uniform/uniform: uniform on an interval; mixed: a truncated
-  normal. The MSE is then a 1-D (normal/normal) or 2-D (otherwise) integral, done by adaptive
-  quadrature (uniform/uniform: exact Gauss-Legendre in x1, the integrand is piecewise polynomial).
+  normal. The MSE is then a 1-D (normal/normal) or 2-D (otherwise) integral over (x0, x1):
+  normal/normal with uniform x0 in closed form (log + arctan, integrated by sympy); normal x0 by
+  adaptive quadrature; uniform/uniform by exact Gauss-Legendre in x1 (piecewise polynomial) inside
+  adaptive quadrature in x0; mixed pairs by composite Gauss-Legendre refined at the box edges.
 - t >= 2: three terms identify the next one (``theory.recurrence.next_from_three``): MSE 0.
 
 Baselines (closed forms are expectations of polynomials in a, b, x0 and the noises, expanded by
@@ -304,7 +306,8 @@ def posterior_mean_next(prefix, prior) -> np.ndarray:
     """Bayes prediction E[x_k | x_0 .. x_{k-1}] of the next term; prefix [..., k] -> [...].
 
     k = 1: E[a] x0 + E[b].  k = 2: x1 + E[a | x0, x1] (x1 - x0).  k >= 3: exact (next_from_three).
-    Noise-free tasks only (noise > 0 raises NotImplementedError).
+    Noise-free tasks only (noise > 0 raises NotImplementedError). A prefix the priors cannot produce
+    (zero likelihood, possible with uniform priors) gives NaN.
     """
     task = as_task(prior)
     if task.noise > 0:
@@ -368,13 +371,34 @@ def _bayes_mse_1(task) -> float:
         return _mean_var(A)[1] * _point(B) ** 2 if x0_is_zero else 0.0
     if A[0] == "normal" and B[0] == "normal":
         (ma, sa), (mb, sb) = A[1:], B[1:]
-        f = lambda v: ((ma - 1) * v + mb) ** 2 / (sa**2 * v**2 + sb**2)  # noqa: E731
-        return sa**2 * sb**2 * (1.0 + _x0_expectation(task, f))
+        if task.x0[0] == "uniform" and not _is_point(task.x0):  # closed form (log + arctan)
+            lo, hi = task.x0[1:]
+            F = _normal_normal_antiderivative()
+            mean_f = (F(hi, ma - 1, mb, sa, sb) - F(lo, ma - 1, mb, sa, sb)) / (hi - lo)
+        else:  # normal x0: a Gaussian average of a rational function (Faddeeva-type), by quadrature
+            mean_f = _x0_expectation(task, lambda v: ((ma - 1) * v + mb) ** 2 / (sa**2 * v**2 + sb**2))
+        return sa**2 * sb**2 * (1.0 + mean_f)
     if A[0] == "uniform" and B[0] == "uniform":
         (al, ah), (bl, bh) = A[1:], B[1:]
         kink = (bh - bl) / (ah - al)  # where corner orderings of a x0 + b swap
         return _x0_expectation(task, lambda v: _inner_uniform(v, task), points=(kink, -kink))
     return _x0_expectation(task, lambda v: _inner_mixed(v, task))
+
+
+@lru_cache(maxsize=None)
+def _normal_normal_antiderivative():
+    """F(v; c, m, s, r) with dF/dv = (c v + m)^2 / (s^2 v^2 + r^2), from sympy (checked), lambdified.
+
+    Normal a, b and uniform x0 on [lo, hi]: MSE_1 = sa^2 sb^2 (1 + (F(hi) - F(lo)) / (hi - lo)), with
+    c = m_a - 1, m = m_b, s = s_a, r = s_b.
+    """
+    v = sp.Symbol("v", real=True)
+    c, m = sp.symbols("c m", real=True)
+    s_, r = sp.symbols("s r", positive=True)
+    integrand = (c * v + m) ** 2 / (s_**2 * v**2 + r**2)
+    F = sp.integrate(integrand, v)
+    assert sp.simplify(sp.diff(F, v) - integrand) == 0
+    return sp.lambdify((v, c, m, s_, r), F, modules="numpy")
 
 
 _GL_X, _GL_W = np.polynomial.legendre.leggauss(8)  # exact for degree <= 15
