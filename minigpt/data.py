@@ -182,10 +182,14 @@ class LinearRecurrence:
 
     A = rho * M / s(M), M with i.i.d. N(0, 1) entries and rho drawn from the ``rho`` prior (|rho| is
     used). ``scale`` chooses s:
-      "norm"    s = the operator 2-norm ||M||_2, so ||A||_2 = rho and every eigenvalue has
-                |lambda| <= rho (default: terms provably bounded, ||x_n|| <= rho^n ||x0|| + ||b|| sum rho^i);
-      "radius"  s = the spectral radius of M, so max |lambda(A)| = rho exactly; non-normal A can still
-                grow transiently, so draws with max_{n < length} ||A^n||_2 > ``max_gain`` are redrawn.
+      "radius"  (default) s = the spectral radius of M, so max |lambda(A)| = rho exactly; non-normal A
+                can still grow transiently, so draws with max_{1 <= n < length} ||A^n||_2 > ``max_gain``
+                are redrawn (terms then obey ||x_n|| <= max_gain ||x0|| + (1 + (n-1) max_gain) ||b||);
+      "norm"    s = the operator 2-norm ||M||_2, so ||A||_2 = rho and every eigenvalue has |lambda| <= rho
+                (terms provably bounded by rho^n ||x0|| + ||b|| sum rho^i without redrawing).  But the
+                eigenvalues of a random matrix sit well inside its norm: in 2-D with rho ~ U(0, 1) about
+                70% of the sequences have spectral radius < 0.5 and reach their fixed point within a few
+                terms, where copying is already nearly exact; hence "radius" is the default.
     b and x0 have i.i.d. coordinates from their priors. dim = 1 with scale "norm" gives a = +-rho:
     with rho ~ U(0, 1) that is exactly the scalar task's a ~ U(-1, 1).
 
@@ -197,7 +201,7 @@ class LinearRecurrence:
     b: tuple = ("uniform", -1.0, 1.0)
     x0: tuple = ("uniform", -1.0, 1.0)
     length: int = 12
-    scale: str = "norm"
+    scale: str = "radius"
     max_gain: float = 4.0
     noise: float = 0.0
     name: str = field(default="linear", init=False)
@@ -263,7 +267,7 @@ class LinearRecurrence:
             s = np.abs(np.linalg.eigvals(Mi)).max(-1)  # spectral radius
             Ai = rho[todo, None, None] * Mi / np.maximum(s, 1e-300)[:, None, None]
             gain, P = np.zeros(len(todo)), np.broadcast_to(np.eye(k), Ai.shape).copy()
-            for _ in range(self.length - 2):
+            for _ in range(self.length - 1):  # A^1 .. A^{length-1}: every power the terms use
                 P = P @ Ai
                 gain = np.maximum(gain, np.linalg.norm(P, ord=2, axis=(1, 2)))
             ok = gain <= self.max_gain
