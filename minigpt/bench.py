@@ -307,7 +307,9 @@ ratio      = minigpt tokens/s / torch tokens/s (wall-clock medians, same process
 ratio(cpu) = the same with process CPU time (less sensitive to other work on the machine)
 GFLOP/s    = minigpt's matmul FLOPs per step / its median step time; peak = best numpy float32 1024^3 matmul, same run
 MB         = growth of peak RSS over 3 steps, each framework alone in its own process
-load       = 1-minute load average before/after the timed rounds (a busy machine slows both, unevenly)"""
+load       = 1-minute load average before/after the timed rounds (a busy machine slows both, unevenly)
+same losses: both train the same batch from the same weights; float32 rounding differences stay at ~1e-7 for the
+           first steps and can grow later when a high learning rate makes the loss oscillate (paper: lr 3e-3)"""
 
 
 def main(args) -> int:
@@ -336,10 +338,11 @@ def main(args) -> int:
             if have_torch:
                 r["mem_torch_mb"] = run_worker_subprocess(c, n, steps, "mem-torch")["peak_rss_growth_mb"]
                 a, b = np.array(r["losses"]["minigpt"]), np.array(r["losses"]["torch"])
-                r["loss_max_rel_diff"] = float(np.max(np.abs(a - b) / np.abs(b)))
+                rel = np.abs(a - b) / np.abs(b)
+                r["loss_rel_diff_first5"], r["loss_max_rel_diff"] = float(rel[:5].max()), float(rel.max())
             results.append(r)
             print(f"  done {c} threads={n}: minigpt {r['minigpt']['wall_ms']:.1f} ms"
-                  + (f", torch {r['torch']['wall_ms']:.1f} ms, losses of all {WARMUP + steps} steps agree to {r['loss_max_rel_diff']:.1e} (relative)"
+                  + (f", torch {r['torch']['wall_ms']:.1f} ms, same losses: first 5 steps to {r['loss_rel_diff_first5']:.0e}, all {WARMUP + steps} to {r['loss_max_rel_diff']:.0e}"
                      if have_torch else ""), flush=True)
     print()
     print(format_table(results))
