@@ -50,11 +50,12 @@ _ONES: dict = {}
 def _ones(n, dtype):
     """A cached vector of ``n`` ones (for row sums as one BLAS gemv)."""
     key = (n, np.dtype(dtype))
-    if key not in _ONES:
+    v = _ONES.get(key)
+    if v is None:
         if len(_ONES) > 64:
             _ONES.clear()
-        _ONES[key] = np.ones(n, dtype)
-    return _ONES[key]
+        v = _ONES[key] = np.ones(n, dtype)
+    return v
 
 
 def sum_rows(x2):
@@ -77,6 +78,7 @@ class Workspace:
     def __init__(self):
         self.pools: dict = {}  # (shape, dtype) -> arrays handed out
         self._free_refs = self._refcount_when_free()
+        self._lock = threading.Lock()  # two threads sharing a model never get the same array
 
     @staticmethod
     def _refcount_when_free():
@@ -85,13 +87,14 @@ class Workspace:
             return sys.getrefcount(a)
 
     def empty(self, shape, dtype):
-        pool = self.pools.setdefault((shape, np.dtype(dtype)), [])
-        for a in pool:
-            if sys.getrefcount(a) == self._free_refs:
-                return a
-        a = np.empty(shape, dtype)
-        pool.append(a)
-        return a
+        with self._lock:
+            pool = self.pools.setdefault((shape, np.dtype(dtype)), [])
+            for a in pool:
+                if sys.getrefcount(a) == self._free_refs:
+                    return a
+            a = np.empty(shape, dtype)
+            pool.append(a)
+            return a
 
     def nbytes(self) -> int:
         return sum(a.nbytes for pool in self.pools.values() for a in pool)
