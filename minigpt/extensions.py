@@ -44,6 +44,23 @@ from . import baselines_ext
 from .data import exact_from, task_name
 
 FIG_DIR = "figures/extensions"
+HEADER = """## Beyond the paper: vector recurrences and polynomial sequences
+
+The two next steps the paper names, with the same measurements as the scalar task (``minigpt.extensions``).
+
+* ``LinearRecurrence(dim=k)``: x_{n+1} = A x_n + b in R^k, read in and out through d_in = d_out = k. A = rho M / s(M)
+  with M Gaussian, rho ~ U(0, 1) and s the spectral radius of M (so max |eigenvalue| = rho; draws whose powers
+  grow past ||A^n|| = 4 are redrawn); b, x0 ~ U(-1, 1)^k. The exact solver needs the k + 2 terms x_{t-k-1} .. x_t:
+  x_{t+1} = x_t + D_1 D_0^+ d_{t-1} (``theory.vector``), so it is defined from position t = k + 1.
+* ``PolynomialSequence(degree=m)``: x_n = p(n / (length - 1)) with coefficients ~ U(-1, 1), so |x_n| <= m + 1.
+  The exact solver is the order-(m+1) finite difference x_{t+1} = sum_i (-1)^{i+1} C(m+1, i) x_{t+1-i}
+  (``theory.polynomial``), defined from t = m.
+
+Baselines: copy (x_t), exact (above), least squares (regress x_{i+1} on (x_i, 1) over the prefix / fit a degree-m
+polynomial to the prefix), linear extrapolation 2 x_t - x_{t-1} (polynomials), oracle (true parameters). All MSEs
+are per term (averaged over the k coordinates) on fresh held-out sequences. Definitions of the head scores and of
+the copy-then-refine criterion: the docstring of ``minigpt/extensions.py``.
+"""
 
 
 # ----------------------------------------------------------------------------- loading
@@ -338,7 +355,7 @@ def extensions_report(runs: dict, out="report/extensions.md", n_eval=4096, n_mec
     (figures under ``<dir of out>/figures/extensions``).  Returns the markdown; ``out=None`` writes nothing."""
     out_dir = os.path.dirname(out) if out else "."
     fig_dir = os.path.join(out_dir or ".", FIG_DIR) if (figures and out) else None
-    parts = [header if header is not None else "## Beyond the paper: vector recurrences and polynomial sequences\n"]
+    parts = [header if header is not None else HEADER]
     for lab, path in runs.items():
         model, task = load_run(path)
         res = analyse(model, task, n_eval, n_mech, seed, fig_dir, lab)
