@@ -171,6 +171,19 @@ def findings(results):
                "r(dc, est0)): " + "; ".join(f"s{r['seed']} {t['head']} x{t['ablation_ratio']:.1f}, {t['sim_effect']:+.2f}, {t['ov_gain']:+.2f}, "
                                               f"{t['corr_est0']:+.2f}" for r, t in zip(results, top)) + ".")
     del eff
+    tops = [(r, r["claims"]["last_layer_top"]["head"]) for r in results]
+    rx, rdx, fz, cpm = [], [], [], []
+    for r, name in tops:
+        l, h = int(name[1]), int(name[3:])
+        rx.append(r["scores"]["corr_x"][l][h])
+        rdx.append(r["scores"]["corr_dx"][l][h])
+        fz.append(r["lens"]["frozen"]["mse_t2"][1])
+        cpm.append(r["mse_t2"]["copy"])
+    out.append(f"- **Caveat on the anti-copy reading.** The same heads' direct outputs correlate with x_t itself at r = "
+               f"{min(rx):+.2f} to {max(rx):+.2f} and with the needed step x_(t+1) - x_t at r = {min(rdx):+.2f} to {max(rdx):+.2f}; "
+               f"the layer-0 estimate they oppose is the frozen-LN lens after block 0, whose MSE ({np.mean(fz):.2e} on average) is "
+               f"{np.mean(fz) / np.mean(cpm):.1f}x that of copying ({np.mean(cpm):.2e}). So 'opposes the layer-0 estimate' cannot be "
+               "told apart from 'cancels what the residual stream carries along the read-out direction' by these correlations alone.")
     return out
 
 
