@@ -131,6 +131,17 @@ def term_bound(task) -> float:
     return worst + noise
 
 
+def check_compatible(mcfg, task) -> None:
+    """Refuse a model that cannot train on ``task``: too few positions, the wrong term size, or priors
+    that overflow the model's dtype (ValueError naming the field)."""
+    if task.length - 1 > mcfg.n_ctx:
+        raise ValueError(f"data.length - 1 = {task.length - 1} positions exceed model.n_ctx = {mcfg.n_ctx}")
+    d_in = getattr(task, "d_in", 1)
+    if mcfg.d_in != d_in or mcfg.d_out != d_in:
+        raise ValueError(f"the data has terms of size {d_in}; set model.d_in = model.d_out = {d_in} (got {mcfg.d_in}, {mcfg.d_out})")
+    check_overflow(task, mcfg)
+
+
 def check_overflow(task, mcfg) -> None:
     """Refuse priors whose sequences can leave the safe range of the model's dtype within
     ``task.length`` terms (ValueError with the reason)."""
@@ -181,10 +192,5 @@ def build(spec: dict):
     mcfg = ModelConfig.from_dict(spec.get("model", {}))
     tcfg = TrainConfig.from_dict(spec.get("train", {}))
     data = build_task(spec.get("data", {}))
-    if data.length - 1 > mcfg.n_ctx:
-        raise ValueError(f"data.length - 1 = {data.length - 1} positions exceed model.n_ctx = {mcfg.n_ctx}")
-    d_in = getattr(data, "d_in", 1)
-    if mcfg.d_in != d_in or mcfg.d_out != d_in:
-        raise ValueError(f"the data has terms of size {d_in}; set model.d_in = model.d_out = {d_in} (got {mcfg.d_in}, {mcfg.d_out})")
-    check_overflow(data, mcfg)
+    check_compatible(mcfg, data)
     return mcfg, tcfg, data

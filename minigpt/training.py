@@ -162,14 +162,9 @@ def _check_args(model_cfg, train_cfg, task, resume, force, callbacks):
     for cb in callbacks:
         if not callable(cb):
             raise TypeError(f"callbacks must be callables fn(step, model, record), got {cb!r}")
-    if task.length - 1 > model_cfg.n_ctx:
-        raise ValueError(f"data.length - 1 = {task.length - 1} positions exceed model.n_ctx = {model_cfg.n_ctx}")
-    d_in = getattr(task, "d_in", 1)
-    if model_cfg.d_in != d_in or model_cfg.d_out != d_in:
-        raise ValueError(f"the data has terms of size {d_in}; the model needs d_in = d_out = {d_in} (got {model_cfg.d_in}, {model_cfg.d_out})")
-    from .presets import check_overflow
+    from .presets import check_compatible
 
-    check_overflow(task, model_cfg)
+    check_compatible(model_cfg, task)
 
 
 def prepare_run_dir(out_dir, resume: bool, force: bool) -> str:
