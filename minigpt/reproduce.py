@@ -5,7 +5,11 @@ If a claim of the paper does not hold under the ``paper`` preset, alternative se
 (``ALTERNATIVES``) are trained and analysed the same way, so the report can say under which settings
 the mechanisms show (``--alternatives auto``, the default; ``always`` / ``never`` to force).
 
-``--quick`` skips training and re-analyses the small checkpoints shipped in ``report/checkpoints``.
+``--quick`` skips training and re-analyses the small checkpoints shipped in ``report/checkpoints``; it writes
+``report/quick/REPORT.md`` (figures in ``report/quick/figures``) so it never overwrites the full report.
+
+``rerender(runs, out)`` (``python -m minigpt.reproduce --from-analyses``) rewrites ``REPORT.md`` from the saved
+``runs/<setting>/seed<s>/analysis.json`` files without training or analysing again.
 
 Workers are started with the ``spawn`` method after ``OPENBLAS_NUM_THREADS=1`` (and friends) are set, so
 each worker uses one BLAS thread: OpenBLAS thrashes when several processes each start one thread per core.
@@ -30,7 +34,8 @@ ALTERNATIVES = {
 # is ~14 minutes of training at 1200 steps, plus ~2 minutes of analysis: under the 20-minute budget. The
 # paper preset itself trains 2000 steps; pass --steps 2000 for that (about 25 minutes).
 DEFAULT_STEPS = 1200
-QUICK_DIR = "checkpoints"
+QUICK_DIR = "checkpoints"  # --quick reads <out>/checkpoints/*.npz ...
+QUICK_OUT = "quick"  # ... and writes <out>/quick/REPORT.md and <out>/quick/figures, leaving <out>/REPORT.md alone
 QUICK_SIZES = dict(n_eval=512, n_scores=256, n_abl=256, n_patch=64)  # --quick: smaller held-out sets, to stay under a minute
 
 
@@ -93,16 +98,17 @@ def _jobs(setting, overrides, seeds, steps, runs, fig_dir, figures_for=1, preset
 def main(args) -> int:
     from .interp.report import verdicts, write_report
 
-    out = args.out
+    root = args.out
+    out = os.path.join(root, QUICK_OUT) if args.quick else root
     fig_dir = os.path.join(out, "figures")
     workers = args.workers or os.cpu_count() or 1
     log = (lambda m: None) if getattr(args, "quiet", False) else (lambda m: print(m, flush=True))
     t0 = time.time()
     groups = {}
     if args.quick:
-        ckpts = sorted(glob.glob(os.path.join(out, QUICK_DIR, "*.npz")))
+        ckpts = sorted(glob.glob(os.path.join(root, QUICK_DIR, "*.npz")))
         if not ckpts:
-            raise ValueError(f"--quick: no checkpoints in {os.path.join(out, QUICK_DIR)} (see its README for the commands that make them)")
+            raise ValueError(f"--quick: no checkpoints in {os.path.join(root, QUICK_DIR)} (see its README for the commands that make them)")
         jobs = []
         for c in ckpts:
             label = os.path.splitext(os.path.basename(c))[0]
@@ -147,9 +153,38 @@ def main(args) -> int:
         meta = dict(mode="full", command=cmd, steps=steps, workers=workers)
     meta["seconds"] = time.time() - t0
     meta["alternatives"] = {k: v[0] for k, v in ALTERNATIVES.items()}
+    meta.update(report_root=root, runs=args.runs)
     path = write_report(out, groups, meta)
     log(f"wrote {path} ({meta['seconds']:.0f}s)")
     return 0
+
+
+def load_analyses(runs="runs", settings=None):
+    """``{setting: [analysis dicts by seed]}`` from ``runs/<setting>/seed<s>/analysis.json`` (main preset first).
+    ``settings``: names to load (default: ``paper`` and the ``ALTERNATIVES`` that have analyses)."""
+    names = settings or (["paper"] + list(ALTERNATIVES))
+    groups = {}
+    for name in names:
+        files = sorted(glob.glob(os.path.join(runs, name, "seed*", "analysis.json")), key=lambda p: int(os.path.basename(os.path.dirname(p))[4:] or 0))
+        for p in files:
+            with open(p) as f:
+                groups.setdefault(name, []).append(json.load(f))
+    return groups
+
+
+def rerender(runs="runs", out="report", settings=None, command=None):
+    """Rewrite ``out/REPORT.md`` from saved analyses (no training, no analysis).  Fields added to the analysis after
+    the runs were made (idealised-head fits, closed-form baselines, bootstrap bands) are left out of the report with
+    a note when absent.  Returns the report's path."""
+    from .interp.report import write_report
+
+    groups = load_analyses(runs, settings)
+    if not groups:
+        raise ValueError(f"no analysis.json under {runs}/<setting>/seed*/")
+    steps = next(iter(groups.values()))[0].get("step")
+    meta = dict(mode="full", command=command or f"minigpt reproduce (re-rendered from {runs}/*/seed*/analysis.json)", steps=steps, seconds=0.0,
+                alternatives={k: v[0] for k, v in ALTERNATIVES.items()}, report_root=out, runs=runs)
+    return write_report(out, groups, meta)
 
 
 if __name__ == "__main__":  # pragma: no cover
@@ -166,4 +201,9 @@ if __name__ == "__main__":  # pragma: no cover
     p.add_argument("--alternatives", default="auto")
     p.add_argument("--alt-seeds", type=int, default=2)
     p.add_argument("--alt-steps", type=int, default=None)
-    sys.exit(main(p.parse_args()))
+    p.add_argument("--from-analyses", action="store_true", help="only rewrite REPORT.md from runs/<setting>/seed*/analysis.json")
+    a = p.parse_args()
+    if a.from_analyses:
+        print(rerender(a.runs, a.out))
+        sys.exit(0)
+    sys.exit(main(a))

@@ -36,7 +36,132 @@ def bayes_floor(task, T):
     return np.array([bayes_mse(t, task) for t in range(T)])
 
 
-def analyse(model, task, n_eval=1024, n_scores=512, n_abl=512, n_patch=128, fig_dir=None, label="", seed=0, figures=True):
+def baseline_closed_forms(task, T):
+    """``{baseline: [T] expected MSE}`` from ``theory.bayes.baseline_mse``; ``None`` where no closed form
+    exists (e.g. three_term / least_squares with noise at t >= 2)."""
+    from theory.bayes import baseline_mse
+
+    out = {}
+    for name in baselines.NAMES:
+        vals = []
+        for t in range(T):
+            try:
+                vals.append(float(baseline_mse(name, t, task)))
+            except (NotImplementedError, ValueError):
+                vals.append(None)
+        out[name] = vals
+    return out
+
+
+def closed_vs_measured(sq, closed, tiny=1e-12):
+    """Compare Monte-Carlo MSEs (``sq {name: [batch, pos]}``) with closed forms (``closed {name: [pos]}``).
+
+    Returns the largest relative gap |mc - cf| / cf over entries with cf > ``tiny`` (and where), the largest
+    gap in Monte-Carlo standard errors (sd of the squared errors / sqrt(batch)), and the largest measured MSE
+    where the closed form is 0."""
+    best = dict(max_rel_gap=0.0, where=None, max_z=0.0, z_where=None, max_mc_where_zero=0.0, n_compared=0)
+    for name, cf in closed.items():
+        if name not in sq:
+            continue
+        se2 = sq[name]
+        n = se2.shape[0]
+        mc, sd = se2.mean(0), se2.std(0, ddof=1) / np.sqrt(n)
+        for t, c in enumerate(cf):
+            if c is None:
+                continue
+            best["n_compared"] += 1
+            gap = abs(float(mc[t]) - c)
+            if c > tiny:
+                if gap / c > best["max_rel_gap"]:
+                    best.update(max_rel_gap=gap / c, where=[name, t])
+                if sd[t] > 0 and gap / sd[t] > best["max_z"]:
+                    best.update(max_z=float(gap / sd[t]), z_where=[name, t])
+            else:
+                best["max_mc_where_zero"] = max(best["max_mc_where_zero"], float(mc[t]))
+    return best
+
+
+def _head_index(name):
+    l, h = name[1:].split("H")
+    return int(l), int(h)
+
+
+def named_heads(res):
+    """The heads the claims table names, with their roles: ``{"L0H1": ["L0 best copy score", ...]}``."""
+    L = res["n_layers"]
+    c = res["claims"]
+    ratio0 = np.array(res["ablation"]["resample"]["ratio_t2"])[0]
+    heads: dict = {}
+
+    def add(name, role):
+        heads.setdefault(name, [])
+        if role not in heads[name]:
+            heads[name].append(role)
+
+    add(c["copy"]["best_head"], "L0 best copy score")
+    add(f"L0H{int(np.argmax(ratio0))}", "L0 most important")
+    add(c["last_layer_top"]["head"], f"L{L - 1} most important")
+    for reading, v in c["negsim"].items():
+        for name in v["heads"] + v["elsewhere"]:
+            add(name, f"NS-{reading}")
+    return heads
+
+
+def _gain(dc, out):
+    """``theory.heads.fit_gain`` with an intercept: the head's direct contribution and an idealised output, both
+    centred (a constant offset, e.g. from b_V through LayerNorm, is not part of the OV gain)."""
+    from theory.heads import fit_gain
+
+    dc, out = np.ravel(dc), np.ravel(out)
+    return fit_gain(dc - dc.mean(), out - out.mean())
+
+
+def idealised_fits(model, x, res, n_fit=128, t_min=1):
+    """Fit the idealised heads of ``theory.heads`` to the heads named in the claims table (``named_heads``).
+
+    Per head, on ``n_fit`` held-out sequences, query rows t >= ``t_min``:
+    - similarity head: ``fit_similarity_pattern`` with and without a positional bias P[t, j] (fitted beta,
+      R^2 of the pattern and of the row-centred log-pattern); the fitted bias on the current and on the previous
+      key (mean over rows t >= 1 of P[t, t] and P[t, t-1], row-centred, nats);
+    - copy / previous-token head: ``pattern_score`` against the idealised one-hot patterns;
+    - OV gain gamma and R^2 (``fit_gain``, centred) of the head's direct contribution to the prediction against
+      the idealised outputs: the empirical pattern's mix sum_j A[t, j] x_j, the fitted similarity head's mix
+      (beta and P as fitted), x_t (copy) and x_{t-1} (previous token).
+    """
+    from theory.heads import fit_similarity_pattern, positional_bias, previous_token_head, similarity_head, similarity_pattern
+
+    from .attribution import head_direct
+    from .head_scores import pattern_score
+
+    xf = np.asarray(x[:n_fit], np.float64)
+    _, cache = model.run_with_cache(xf)
+    dc_all = head_direct(model, cache)  # [L, H, B, T]
+    T = xf.shape[1]
+    ideal = {k: similarity_pattern(np.zeros(T), 0.0, positional_bias(k, T)) for k in ("copy", "previous")}  # [T, T] idealised patterns
+    sl = slice(t_min, None)
+    out = []
+    for name, roles in named_heads(res).items():
+        l, h = _head_index(name)
+        A = cache["pattern", l][:, h].astype(np.float64)  # [B, T, T]
+        dc = dc_all[l, h][:, sl]
+        row = {"head": name, "roles": roles}
+        fp = fit_similarity_pattern(A, xf, positional=True)
+        f0 = fit_similarity_pattern(A, xf, positional=False)
+        P = fp["pos_bias"]
+        idx = np.arange(1, T)
+        row.update(beta=f0["beta"], r2=f0["r2"], r2_logits=f0["r2_logits"], beta_pos=fp["beta"], r2_pos=fp["r2"], r2_logits_pos=fp["r2_logits"],
+                   bias_current=float(P[idx, idx].mean()), bias_previous=float(P[idx, idx - 1].mean()),
+                   score_copy=pattern_score(A, ideal["copy"], t_min), score_previous=pattern_score(A, ideal["previous"], t_min))
+        outs = {"pattern": np.einsum("btj,bj->bt", A, xf), "similarity": similarity_head(xf, fp["beta"], 1.0, P),
+                "copy": xf, "previous": previous_token_head(xf)}
+        for k, o in outs.items():
+            g = _gain(dc, o[:, sl])
+            row[f"gamma_{k}"], row[f"gain_r2_{k}"] = g["gamma"], g["r2"]
+        out.append(row)
+    return out
+
+
+def analyse(model, task, n_eval=1024, n_scores=512, n_abl=512, n_patch=128, fig_dir=None, label="", seed=0, figures=True, n_fit=128):
     """Every measurement on one model.  Returns a dict of lists/floats (JSON-able)."""
     cfg = model.cfg
     L, H = cfg.n_layers, cfg.n_heads
@@ -57,6 +182,18 @@ def analyse(model, task, n_eval=1024, n_scores=512, n_abl=512, n_patch=128, fig_
     except Exception as e:  # theory may not support a prior (e.g. noise): say so, do not fail the report
         res["bayes_by_pos"] = None
         res["bayes_error"] = f"{type(e).__name__}: {e}"
+    try:  # closed-form expected MSE of every baseline, and how well the Monte-Carlo measurements agree with it
+        res["baseline_closed"] = baseline_closed_forms(task, T)
+        res["closed_vs_mc"] = closed_vs_measured(sq, res["baseline_closed"])
+    except Exception as e:
+        res["baseline_closed"] = None
+        res["closed_error"] = f"{type(e).__name__}: {e}"
+    from .plots import bootstrap_band
+
+    res["mse_band"] = {}
+    for k, v in sq.items():
+        _, lo, hi = bootstrap_band(v)
+        res["mse_band"][k] = {"lo": lo.tolist(), "hi": hi.tolist()}
     # --- head scores and classification
     xs, ys = x[:n_scores], y[:n_scores]
     scores = head_scores(model, xs, ys)
@@ -91,6 +228,8 @@ def analyse(model, task, n_eval=1024, n_scores=512, n_abl=512, n_patch=128, fig_
         cl, co = cl[:, :-1], co[:, :-1]
         res["patching"][which] = {"resid_pre": patch_resid(model, cl, co).tolist(), "heads": patch_heads(model, cl, co).tolist()}
     res["claims"] = claim_tests(res)
+    if T > 2:
+        res["idealised_fits"] = idealised_fits(model, x, res, n_fit=n_fit)
     if figures and fig_dir is not None:
         res["figures"] = make_figures(model, res, sq, cache, x, fig_dir, label)
     return res
@@ -156,7 +295,8 @@ def make_figures(model, res, sq, cache, x, fig_dir, label):
                                               n_cols=H, title=f"{label}: mean attention (dest rows, src columns)")
     floor = res.get("bayes_by_pos")
     keep = {k: v for k, v in sq.items() if k != "oracle"}
-    f["mse"] = plots.mse_by_position(keep, p("mse"), title=f"{label}: MSE by position (95% bootstrap bands)", floor=floor)
+    f["mse"] = plots.mse_by_position(keep, p("mse"), title=f"{label}: MSE by position vs Bayes floor and closed forms", floor=floor,
+                                     closed=res.get("baseline_closed"))
     labels = res["lens"]["recompute"]["labels"]
     f["lens"] = plots.lens_by_layer({k: np.array(v["mse_by_pos"]) for k, v in res["lens"].items()}, labels, p("lens"), title=f"{label}: prediction lens")
     rows = [f"L{l}" for l in range(L)]
@@ -212,4 +352,4 @@ def table_rows(res):
 
 TABLE_HEADER = ["head", "cur", "prev", "first", "copy", "alpha", "beta", "sim R2", "sim eff", "OV gain", "dc/sd(y)", "r(dc,x_t)",
                 "r(dc,dx)", "r(dc,est0)", "r(dc,need)", "abl ratio", "class"]
-__all__ = ["analyse", "claim_tests", "table_rows", "TABLE_HEADER", "COLUMNS"]
+__all__ = ["analyse", "claim_tests", "idealised_fits", "named_heads", "baseline_closed_forms", "closed_vs_measured", "table_rows", "TABLE_HEADER", "COLUMNS"]

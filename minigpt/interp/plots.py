@@ -61,10 +61,19 @@ def bootstrap_band(sq_err, n_boot=200, seed=0, q=(2.5, 97.5)):
     return sq_err.mean(0), lo, hi
 
 
-def mse_by_position(sq_errs: dict, path, title="MSE by position", floor=None, clip=1e-7):
+def mse_by_position(sq_errs: dict, path, title="MSE by position", floor=None, clip=1e-7, closed=None):
     """``sq_errs {name: [batch, pos] squared errors}``: mean with 95% bootstrap bands, log scale.
     ``floor``: optional ``[pos]`` curve (e.g. the Bayes-optimal MSE) drawn dashed.  Values below ``clip``
-    (exact predictors, MSE ~ 1e-30) are drawn at ``clip``."""
+    (exact predictors, MSE ~ 1e-30) are drawn at ``clip``.
+
+    ``closed {name: [pos] expected MSE or None}`` (``theory.bayes.baseline_mse``): then the model is drawn as a
+    line with its band, each baseline's closed form as a line and its Monte-Carlo measurement as points with
+    bootstrap error bars (``mse_vs_theory``)."""
+    if closed is not None:
+        bands = {k: bootstrap_band(np.asarray(v, np.float64)) for k, v in sq_errs.items()}
+        model = {k: v for k, v in bands.items() if k == "model"}
+        measured = {k: v for k, v in bands.items() if k != "model"}
+        return mse_vs_theory(model, measured, closed, path, floor=floor, title=title, clip=clip)
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for name, se in sq_errs.items():
         m, lo, hi = bootstrap_band(np.asarray(se, np.float64))
@@ -78,6 +87,47 @@ def mse_by_position(sq_errs: dict, path, title="MSE by position", floor=None, cl
     ax.set_ylabel("MSE")
     ax.set_title(title)
     ax.legend(fontsize=7, ncol=2)
+    return _save(fig, path)
+
+
+def mse_vs_theory(model: dict, measured: dict, closed: dict, path, floor=None, title="MSE by position", clip=1e-7, model_lines=None):
+    """Model against theory, log scale.
+
+    ``model {label: (mean [pos], lo [pos], hi [pos])}``: thick lines with shaded bands;
+    ``measured {baseline: (mean, lo, hi)}``: Monte-Carlo points with error bars (e.g. 95% bootstrap);
+    ``closed {baseline: [pos] (None where undefined)}``: closed-form expected MSE, a line in the same colour;
+    ``floor [pos]``: the Bayes-optimal MSE, dashed black;  ``model_lines {label: [pos]}``: thin extra lines (e.g.
+    one per seed).  Values below ``clip`` are drawn at ``clip``."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.6))
+    c = lambda v: np.maximum(np.asarray(v, np.float64), clip)  # noqa: E731
+    for label, v in (model_lines or {}).items():
+        ax.plot(np.arange(len(v)), c(v), color="k", lw=0.6, alpha=0.35)
+    for label, (m, lo, hi) in model.items():
+        pos = np.arange(len(m))
+        ax.plot(pos, c(m), color="k", lw=2.4, label=label)
+        ax.fill_between(pos, c(lo), c(hi), color="k", alpha=0.15)
+    names = list(dict.fromkeys(list(measured) + list(closed or {})))
+    for i, name in enumerate(names):
+        col = f"C{i % 10}"
+        cf = (closed or {}).get(name)
+        if cf is not None:
+            pos = np.array([t for t, v in enumerate(cf) if v is not None])
+            if len(pos):
+                ax.plot(pos, c([cf[t] for t in pos]), color=col, lw=1.2, label=f"{name} (closed form)")
+        if name in measured:
+            m, lo, hi = (np.asarray(v, np.float64) for v in measured[name])
+            pos = np.arange(len(m)) + 0.08 * (i - len(names) / 2)  # small offsets so the error bars do not overlap
+            mc = c(m)
+            ax.errorbar(pos, mc, yerr=[mc - c(lo), c(hi) - mc], fmt="o", ms=3, color=col, elinewidth=0.8, capsize=1.5,
+                        label=f"{name} (measured)" if cf is None else None)
+    if floor is not None:
+        ax.plot(np.arange(len(floor)), c(floor), "k--", lw=1.2, label=f"Bayes floor (0 drawn at {clip:g})")
+    ax.set_yscale("log")
+    ax.set_xlabel("position t (predicting term t+1)")
+    ax.set_ylabel("MSE")
+    ax.set_title(title, fontsize=10)
+    ax.plot([], [], "o", color="gray", ms=3, label="points: Monte Carlo, 95% bootstrap bars")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return _save(fig, path)
 
 

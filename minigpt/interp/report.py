@@ -191,20 +191,178 @@ def _rel(path, out_dir):
     return os.path.relpath(path, out_dir)
 
 
+FIT_HEADER = ["seed", "head", "role", "beta", "R^2 pattern", "beta (+P)", "R^2 pattern (+P)", "R^2 log-pattern (+P)", "P current", "P previous",
+              "copy score", "prev score", "gamma (A x)", "R^2", "gamma (sim head)", "R^2", "gamma (copy x_t)", "R^2", "gamma (prev x_t-1)", "R^2"]
+
+
+def fits_table(results):
+    """The "Idealised-head fits" table (``analysis.idealised_fits``) of one setting; None if no seed has fits."""
+    rows = []
+    for r in results:
+        for f in r.get("idealised_fits") or []:
+            rows.append([f"s{r['seed']}", f["head"], ", ".join(f["roles"]), f["beta"], f["r2"], f["beta_pos"], f["r2_pos"], f["r2_logits_pos"],
+                         f["bias_current"], f["bias_previous"], f["score_copy"], f["score_previous"]]
+                        + [f.get(f"{k}_{o}") for o in ("pattern", "similarity", "copy", "previous") for k in ("gamma", "gain_r2")])
+    return _table(FIT_HEADER, rows) if rows else None
+
+
+def _fits_text(results):
+    """Table and a sentence per setting on the idealised-head fits (empty if the analyses predate them)."""
+    t = fits_table(results)
+    if t is None:
+        return ["(no idealised-head fits in these analyses: they were produced before `analysis.idealised_fits` existed; rerun "
+                "`minigpt reproduce` to get them)", ""]
+    fits = [f for r in results for f in r.get("idealised_fits") or []]
+    best = {}
+    for f in fits:
+        k = max(("pattern", "similarity", "copy", "previous"), key=lambda o: f[f"gain_r2_{o}"])
+        best[k] = best.get(k, 0) + 1
+    out = ["The idealised heads of `theory/heads.py` fitted to the heads the claims table names (role), on held-out sequences, "
+           "query rows t >= 1. Similarity head: logits beta x_t x_j, fitted by `fit_similarity_pattern` without and with a "
+           "positional bias P[t, j] (+P); R^2 of the attention pattern itself and of the row-centred log-pattern; `P current` / "
+           "`P previous`: the fitted bias on the current / previous key (mean over rows, row-centred, nats). `copy score` / "
+           "`prev score`: `pattern_score` against the idealised copying / previous-token patterns (1 = identical). gamma and R^2: "
+           "OV gain by `fit_gain` (with an intercept) of the head's direct contribution to the prediction against, in turn, the "
+           "empirical mix sum_j A[t, j] x_j, the fitted similarity head's output (beta, P as fitted, gamma = 1), x_t and x_(t-1). "
+           "beta is in nats per unit of x_t x_j (terms lie in about [-2, 2]).", "", t, ""]
+    rp = [f["r2_pos"] for f in fits]
+    r0 = [f["r2"] for f in fits]
+    bl = [abs(f["beta"]) for f in fits]
+    out += [f"Over the {len(fits)} fitted head(s): |beta| without P {min(bl):.3g} to {max(bl):.3g}; pattern R^2 {min(r0):.2f} to "
+            f"{max(r0):.2f} without P and {min(rp):.2f} to {max(rp):.2f} with it, so "
+            f"{'most of the pattern is positional, not value similarity' if np.mean(rp) - np.mean(r0) > 0.1 else 'the positional bias adds little'}. "
+            "Idealised output that best explains each head's direct contribution (highest gain R^2): "
+            + ", ".join(f"{k} {v}" for k, v in sorted(best.items(), key=lambda kv: -kv[1])) + ".", ""]
+    return out
+
+
+def _closed_text(results):
+    """A sentence: closed-form baseline MSEs vs the Monte-Carlo measurements."""
+    cv = [r["closed_vs_mc"] for r in results if r.get("closed_vs_mc")]
+    if not cv:
+        return []
+    worst = max(cv, key=lambda c: c["max_rel_gap"])
+    wz = max(cv, key=lambda c: c["max_z"])
+    n = sum(c["n_compared"] for c in cv)
+    zero = max(c["max_mc_where_zero"] for c in cv)
+    w = worst["where"] or ["-", "-"]
+    zw = wz["z_where"] or ["-", "-"]
+    return [f"Closed forms against measurements: over {n} (baseline, position) pairs with a closed form ({len(cv)} seed(s), "
+            f"{results[0].get('n_eval', '?')} held-out sequences each) the largest relative gap between the measured MSE and "
+            f"`theory.bayes.baseline_mse` is {worst['max_rel_gap']:.1%} ({w[0]} at t = {w[1]}), the largest gap in Monte-Carlo "
+            f"standard errors {wz['max_z']:.2f} ({zw[0]} at t = {zw[1]}); where the closed form is 0 the measured MSE is at most "
+            f"{zero:.1e}. The relative gaps are sampling noise (heavy-tailed errors at late positions), not disagreement: "
+            f"{'all' if wz['max_z'] < 4 else 'not all'} gaps are within 4 standard errors.", ""]
+
+
+def _band(r, name):
+    b = (r.get("mse_band") or {}).get(name)
+    m = r["mse_by_pos"][name]
+    return (m, b["lo"], b["hi"]) if b else (m, m, m)
+
+
+def mse_figures(name, results, fig_dir):
+    """Per-seed and summary figures of the MSE by position against theory, from the JSON results alone.
+    Returns ``(summary_path or None, {seed: path})``."""
+    from . import plots
+
+    closed = results[0].get("baseline_closed")
+    floor = results[0].get("bayes_by_pos")
+    if closed is None and floor is None:
+        return None, {}
+    base = [k for k in results[0]["mse_by_pos"] if k not in ("model", "oracle")]
+    cl = {k: v for k, v in (closed or {}).items() if k != "oracle"}
+    per = {}
+    for r in results:
+        per[r["seed"]] = plots.mse_vs_theory({f"model s{r['seed']}": _band(r, "model")}, {k: _band(r, k) for k in base}, cl,
+                                             os.path.join(fig_dir, f"{name}_s{r['seed']}_mse_theory.png"), floor=floor,
+                                             title=f"{name} seed {r['seed']}: MSE by position vs Bayes floor and closed forms")
+    M = np.array([r["mse_by_pos"]["model"] for r in results])
+    model = {f"model, mean of {len(results)} seed(s) (band: min-max)": (M.mean(0), M.min(0), M.max(0))}
+    meas = {}
+    for k in base:
+        bands = [_band(r, k) for r in results]
+        meas[k] = (np.mean([b[0] for b in bands], 0), np.min([b[1] for b in bands], 0), np.max([b[2] for b in bands], 0))
+    summ = plots.mse_vs_theory(model, meas, cl, os.path.join(fig_dir, f"{name}_mse_theory_summary.png"), floor=floor,
+                               model_lines={f"s{r['seed']}": r["mse_by_pos"]["model"] for r in results},
+                               title=f"{name}: MSE by position over {len(results)} seed(s) (thin: each seed) vs theory")
+    return summ, per
+
+
+SWEEP_KEY = ("copy_l0", "claim_copy", "claim_copy_resid", "ns_any_last", "claim_ns_any")
+
+
+def sweep_section(out_dir, report_root, runs_dir):
+    """Lines linking ``report_root/sweep.md`` with its headline table (share of seeds showing each mechanism, 95%
+    Wilson interval), from ``runs_dir/sweep/sweep.json`` if present, else copied from ``sweep.md``."""
+    md = os.path.join(report_root, "sweep.md")
+    js = os.path.join(runs_dir, "sweep", "sweep.json")
+    lines = ["## Across many seeds: the sweep", ""]
+    if os.path.exists(md):
+        lines += [f"Full section: [`sweep.md`]({_rel(md, out_dir)}) (emergence over training, onset steps, every mechanism column).", ""]
+    table = None
+    if os.path.exists(js):
+        from ..sweep import MECHANISM_COLUMNS, load_table, mechanism_shares
+
+        try:
+            rows = load_table(js)
+            shares = mechanism_shares(rows)
+            desc = dict(MECHANISM_COLUMNS)
+            n = {st: sum(1 for r in rows if r["setting"] == st) for st in shares}
+            table = ["Share of seeds showing each mechanism [95% Wilson interval], read from "
+                     f"`{js}` ({len(rows)} finished run(s)):", "",
+                     "| setting | seeds | " + " | ".join(f"`{c}`" for c in SWEEP_KEY) + " |", "|---|---|" + "---|" * len(SWEEP_KEY)]
+            for st, sh in shares.items():
+                table.append(f"| `{st}` | {n[st]} | " + " | ".join(f"{sh[c]['k']}/{sh[c]['n']} [{sh[c]['low']:.2f}, {sh[c]['high']:.2f}]"
+                                                             for c in SWEEP_KEY) + " |")
+            table += [""] + [f"- `{c}`: {desc[c]}" for c in SWEEP_KEY] + [""]
+        except Exception as e:  # a half-written table must not break the report
+            table = [f"(could not read `{js}`: {type(e).__name__}: {e})", ""]
+    elif os.path.exists(md):
+        text = open(md).read().splitlines()
+        grab, got = False, []
+        for ln in text:  # the overview table if there is one, else the first per-setting mechanism table
+            if ln.startswith("## Overview") or (not got and ln.startswith("| mechanism |")):
+                grab = True
+            if grab and ln.startswith("|"):
+                got.append(ln)
+            elif grab and got:
+                break
+        if got:
+            table = ["Headline table of `sweep.md` (share of seeds [95% interval]):", ""] + got + [""]
+    if table:
+        lines += table
+    elif not os.path.exists(md):
+        lines += ["No sweep results yet: `minigpt sweep --seeds 20` writes them (`runs/sweep/sweep.json`, `report/sweep.md`).", ""]
+    return lines
+
+
 def write_report(out_dir, groups, meta):
     os.makedirs(out_dir, exist_ok=True)
     from . import plots
 
     fig_dir = os.path.join(out_dir, "figures")
+    report_root = meta.get("report_root") or out_dir
+    docs = _rel(os.path.join(os.path.dirname(os.path.abspath(report_root)), "docs", "interp.md"), os.path.abspath(out_dir))
     lines = ["# Reproduction report: copying in layer 0, negative similarity heads in the last layer", ""]
     lines += [f"Generated by `{meta['command']}` ({meta['mode']} mode, {meta['seconds']:.0f} s). Every number below is measured by "
-              "`minigpt.interp` on held-out sequences; the definitions are in [`docs/interp.md`](../docs/interp.md) and "
+              f"`minigpt.interp` on held-out sequences; the definitions are in [`docs/interp.md`]({docs}) and "
               "were fixed before these results were produced (the residual reading of the copy claim was added after a first "
               "paper-preset run, as the docs say). Nothing here is tuned to agree with the paper.", ""]
     if meta["mode"] == "quick":
+        full = os.path.join(report_root, "REPORT.md")
         lines += ["**Quick mode**: small checkpoints shipped in `report/checkpoints/` (see its README) were re-analysed; they are "
                   "smaller and shorter-trained than the `paper` preset, so treat the verdicts as a smoke test of the pipeline, "
-                  "not as the result. Run `minigpt reproduce` for the full report.", ""]
+                  f"not as the result. The full report, from `minigpt reproduce`, is [`{os.path.basename(full)}`]({_rel(full, out_dir)}) "
+                  "and is not touched by `--quick`.", ""]
+    ext = os.path.join(report_root, "extensions.md")
+    more = []
+    if os.path.exists(os.path.join(report_root, "sweep.md")):
+        more.append(f"[the sweep over many seeds]({_rel(os.path.join(report_root, 'sweep.md'), out_dir)})")
+    if os.path.exists(ext):
+        more.append(f"[Beyond the paper: vector recurrences and polynomial sequences]({_rel(ext, out_dir)})")
+    if more:
+        lines += ["See also: " + "; ".join(more) + ".", ""]
     # summary of verdicts across settings
     lines += ["## Verdicts by setting", ""]
     srows = []
@@ -234,6 +392,15 @@ def write_report(out_dir, groups, meta):
         lines += ["### Claims", "", claims_table(results), ""]
         lines += ["### Findings", ""] + findings(results) + [""]
         lines += [f"### MSE (held-out, {results[0].get('n_eval', 1024)} sequences)", "", _mse_summary(results), ""]
+        summ, per = mse_figures(name, results, fig_dir)
+        if summ:
+            lines += ["Model against theory: the Bayes floor (`theory.bayes.bayes_mse`, dashed; 0 from t = 2 on, drawn at 1e-7) and every "
+                      "baseline's closed-form expected MSE (`theory.bayes.baseline_mse`, lines), with the baselines' Monte-Carlo "
+                      "measurements (points, 95% bootstrap bars; over seeds: the range of the per-seed bars).", "",
+                      f"![MSE by position vs theory, all seeds]({_rel(summ, out_dir)})", "",
+                      "Per seed: " + ", ".join(f"[s{s_}]({_rel(p_, out_dir)})" for s_, p_ in per.items()) + ".", ""]
+        lines += _closed_text(results)
+        lines += ["### Idealised-head fits", ""] + _fits_text(results)
         r0 = results[0]
         figs = r0.get("figures") or {}
         if figs:
@@ -259,6 +426,9 @@ def write_report(out_dir, groups, meta):
             lines += [f"Seed {r['seed']} (clean MSE t>=2 {r['mse_t2']['model']:.2e}; MSE increase, all positions, when all heads of a layer "
                       "are resample-ablated together: " + ", ".join(f"L{l} +{v:.2e}" for l, v in enumerate(r["layer_ablation_resample"])) + ")", "",
                       _table(TABLE_HEADER, table_rows(r)), ""]
+    lines += sweep_section(out_dir, report_root, meta.get("runs") or "runs")
+    if os.path.exists(ext):
+        lines += ["## Beyond the paper", "", f"Vector recurrences and polynomial sequences: [`extensions.md`]({_rel(ext, out_dir)}).", ""]
     path = os.path.join(out_dir, "REPORT.md")
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
