@@ -209,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.set_defaults(fn=cmd_gradcheck)
 
     r = sub.add_parser("reproduce", help="train several seeds, run every analysis, write report/REPORT.md")
-    r.add_argument("--quick", action="store_true", help="analyse the checkpoints shipped in the repository")
+    r.add_argument("--quick", action="store_true", help="re-analyse the small checkpoints shipped in report/checkpoints; writes report/quick/REPORT.md (under a minute)")
     r.add_argument("--seeds", type=int, default=5)
     r.add_argument("--out", default="report")
     r.add_argument("--runs", default="runs", help="folder for the training runs")
