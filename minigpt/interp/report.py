@@ -289,7 +289,7 @@ def mse_figures(name, results, fig_dir):
     return summ, per
 
 
-SWEEP_KEY = ("copy_l0", "claim_copy", "claim_copy_resid", "ns_any_last", "claim_ns_any")
+SWEEP_KEY = ("copy_l0", "claim_copy", "claim_copy_resid", "claim_ns_logit", "claim_ns_ov", "claim_ns_anti", "claim_ns_any")
 
 
 def sweep_section(out_dir, report_root, runs_dir):
