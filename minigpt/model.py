@@ -157,15 +157,19 @@ class Transformer:
         R = (lambda n, g: None) if record is None else record
         grads = {name: np.zeros_like(v) for name, v in self.params.items()}
 
+        def layernorm_back(dh, key):  # h = LN(resid) with parameters key.w, key.b  ->  d resid
+            dx, dw, db = ops.layernorm_backward(dh, C[key], rec(key + "."))
+            grads[key + ".w"] += dw
+            grads[key + ".b"] += db
+            return dx
+
         # pred = h W_U + b_U
         dh, dW, db = ops.linear_backward(dpred, C["unembed"])
         grads["unembed.W_U"] += dW
         grads["unembed.b_U"] += db
         dresid = dh
         if ln:  # h = LN_final(resid)
-            dresid, dw, db = ops.layernorm_backward(dh, C["ln_final"], rec("ln_final."))
-            grads["ln_final.w"] += dw
-            grads["ln_final.b"] += db
+            dresid = layernorm_back(dh, "ln_final")
         for l in reversed(range(cfg.n_layers)):
             p = f"blocks.{l}."
             R(p + "hook_resid_post", dresid)
@@ -176,9 +180,7 @@ class Transformer:
                 for n, v in g.items():
                     grads[p + "mlp." + n] += v
                 if ln:  # h = LN2(resid_mid)
-                    dh, dw, db = ops.layernorm_backward(dh, C[p + "ln2"], rec(p + "ln2."))
-                    grads[p + "ln2.w"] += dw
-                    grads[p + "ln2.b"] += db
+                    dh = layernorm_back(dh, p + "ln2")
                 dresid = ops.add(dresid, dh)  # dresid + dh
                 R(p + "hook_resid_mid", dresid)
             # resid_mid = resid_pre + attn_out
@@ -187,9 +189,7 @@ class Transformer:
             for n, v in g.items():
                 grads[p + "attn." + n] += v
             if ln:  # h = LN1(resid_pre)
-                dh, dw, db = ops.layernorm_backward(dh, C[p + "ln1"], rec(p + "ln1."))
-                grads[p + "ln1.w"] += dw
-                grads[p + "ln1.b"] += db
+                dh = layernorm_back(dh, p + "ln1")
             dresid = ops.add(dresid, dh)  # dresid + dh
             R(p + "hook_resid_pre", dresid)
         # resid_0 = embed + W_pos[:T]
