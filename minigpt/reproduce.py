@@ -48,18 +48,13 @@ def _spec(overrides, steps, seed, preset="paper"):
     return spec
 
 
-def _task_from_meta(meta):
-    from .data import AffineRecurrence
-
-    return AffineRecurrence(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["data"].items() if k in ("a", "b", "x0", "length", "noise")})
-
-
 def run_job(job):
     """Train (or reuse) one run and analyse it.  Runs in a worker process; returns the analysis dict."""
     _single_thread_env()
     from .checkpoint import load_checkpoint
     from .interp.analysis import analyse
     from .model import Transformer
+    from .presets import build_task
 
     t0 = time.time()
     run_dir, spec = job["run_dir"], job.get("spec")
@@ -68,7 +63,7 @@ def run_job(job):
     if spec is not None:
         trained = train_or_reuse(spec, run_dir, resume_partial=False)[0] != "reused"
     _, meta = load_checkpoint(ckpt)
-    task = _task_from_meta(meta)
+    task = build_task(meta["data"])
     history = meta.get("history", [])
     model = Transformer.load(ckpt)
     t1 = time.time()
