@@ -14,7 +14,7 @@ from minigpt.bench import CONFIGS, main
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default="all", choices=[*CONFIGS, "all"])
-    p.add_argument("--steps", type=int, default=20, help="timed rounds per configuration (after 3 warm-up rounds)")
+    p.add_argument("--steps", type=int, default=20, help="rounds per configuration (after 3 warm-up rounds), each 3 steps per framework of which 2 are timed")
     p.add_argument("--threads", type=int, default=None, help="BLAS/torch threads (default: 1 and 2)")
     p.add_argument("--json", default=None, help="also write every measurement to this JSON file")
     sys.exit(main(p.parse_args()))

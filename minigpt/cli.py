@@ -45,8 +45,10 @@ def cmd_train(args) -> int:
         spec = load_run_spec(args.out)  # from the verified checkpoint
     else:
         spec = presets.apply_overrides(presets.get_preset(args.preset or "paper"), args.set)
+    threads = _threads_arg(args.threads)
     mcfg, tcfg, task = presets.build(spec)  # validates every field, the context and float overflow
-    result = train(mcfg, tcfg, task, out_dir=args.out, resume=args.resume, force=args.force, progress=not args.quiet)
+    result = train(mcfg, tcfg, task, out_dir=args.out, resume=args.resume, force=args.force, progress=not args.quiet,
+                   threads=threads)
     last = result.history[-1] if result.history else None
     print(f"trained {tcfg.steps} steps -> {os.path.join(args.out, 'checkpoint.npz')!s}")
     if last is not None and "baselines_by_pos" in last:
@@ -57,6 +59,19 @@ def cmd_train(args) -> int:
             ratio = f"{c / m:.3g}x" if m > 0 else "inf x"
             print(f"held-out MSE over positions >= 2: model {m:.3e}, copy {c:.3e} ({ratio} better than copying)")
     return 0
+
+
+def _threads_arg(value):
+    """``--threads``: "auto" or a positive integer."""
+    if value == "auto":
+        return value
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1 or str(n) != value.strip():
+        raise UsageError(f"--threads must be a positive integer or auto, got {value!r}")
+    return n
 
 
 # ----------------------------------------------------------------------------- eval
@@ -193,6 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     t.add_argument("--force", action="store_true", help="overwrite the run in --out")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument("--threads", default="auto", metavar="N",
+                   help="run each step's batch as N shards side by side (default: auto, as many as BLAS uses)")
     t.set_defaults(fn=cmd_train)
 
     e = sub.add_parser("eval", help="MSE by position of a checkpoint against every baseline")

@@ -19,6 +19,7 @@ import numpy as np
 from . import ops
 from .config import ModelConfig
 from .hooks import ActivationCache, HookState
+from .threads import resolve_threads, run_sharded, shards
 
 
 def param_shapes(cfg: ModelConfig) -> dict[str, tuple]:
@@ -223,22 +224,44 @@ class Transformer:
         pred = self(x)
         return ops.mse_forward(pred, self._prepare_target(target, pred.shape))[0]
 
-    def loss_and_grad(self, x, target):
-        """(loss, grads): the MSE and its gradient for every parameter (same keys and shapes)."""
+    def loss_and_grad(self, x, target, threads=1):
+        """(loss, grads): the MSE and its gradient for every parameter (same keys and shapes).
+
+        ``threads``: cut the batch into that many shards and run them side by side ("auto": as many as
+        BLAS would use; see ``minigpt.threads``).  The loss and gradients are the shards' sums, weighted by
+        their share of the batch: the one-thread numbers up to float rounding.  With hooks registered
+        (``model.hooks``) the step runs on one thread, so every hook sees the whole batch."""
         x = self._prepare(x)
-        with ops.using(self._workspace(x.shape)):  # the ops reuse last step's arrays (see ops.Workspace)
-            pred, C = self._forward(x, self._state())
-            out = self._output(pred)
-            loss, c = ops.mse_forward(out, self._prepare_target(target, out.shape))
-            dpred = ops.mse_backward(c).reshape(pred.shape)  # [B, T, d_out]
-            grads = self._backward(dpred, C)
+        B, T = x.shape[:2]
+        t = self._prepare_target(target, (B, T) if self.cfg.d_out == 1 else (B, T, self.cfg.d_out))
+        n = 1 if self._fwd_hooks else resolve_threads(threads)
+        parts = shards(B, n)
+        workspaces = self._workspaces(tuple((p.stop - p.start, *x.shape[1:]) for p in parts))
+
+        def shard(i, rows):  # the shard's loss and gradients, each scaled by its share of the mean
+            share = (rows.stop - rows.start) / B
+            with ops.using(workspaces[i]):  # the ops reuse last step's arrays (see ops.Workspace)
+                pred, C = self._forward(x[rows], self._state())
+                loss, c = ops.mse_forward(self._output(pred), t[rows])
+                dpred = ops.mse_backward(c).reshape(pred.shape)  # [b, T, d_out]  d (shard mean) / d pred
+                if share != 1:
+                    dpred *= share  # d (batch mean) / d pred
+                return loss * share, self._backward(dpred, C)
+
+        results = run_sharded(shard, B, len(parts))
+        loss, grads = results[0]
+        for shard_loss, g in results[1:]:  # sum over shards, in shard order (same numbers every run)
+            loss += shard_loss
+            for k, v in g.items():
+                grads[k] += v
         return loss, grads
 
-    def _workspace(self, shape):
-        """The arrays ``loss_and_grad`` reuses from step to step; a new input shape starts a new workspace."""
+    def _workspaces(self, shard_shapes):
+        """One workspace per shard: the arrays ``loss_and_grad`` reuses from step to step.  New shard
+        shapes (another batch size or thread count) start new workspaces."""
         ws = getattr(self, "_ws", None)
-        if ws is None or ws[0] != shape:
-            ws = self._ws = (shape, ops.Workspace())
+        if ws is None or ws[0] != shard_shapes:
+            ws = self._ws = (shard_shapes, [ops.Workspace() for _ in shard_shapes])
         return ws[1]
 
     def run_with_cache(self, x, names_filter=None, incl_bwd=False, target=None):

@@ -37,7 +37,8 @@ _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _GELU_CUBIC = 0.044715
 
 
-_BLOCK = 32768  # elements per block in the blocked element-wise loops: a block and its temporaries stay in L2
+_BLOCK = 131072  # elements per block in the blocked element-wise loops: a block and its temporaries stay in L2
+# (larger blocks mean fewer numpy calls, each of which takes the GIL: see minigpt.threads)
 
 
 def _hook(hook, name, value):

@@ -38,6 +38,7 @@ from .config import ModelConfig, TrainConfig
 from .data import AffineRecurrence
 from .model import Transformer
 from .optim import AdamW, clip_grad_norm, lr_at
+from .threads import resolve_threads
 
 CHECKPOINT = "checkpoint.npz"
 METRICS = "metrics.jsonl"
@@ -219,9 +220,11 @@ def train(
     progress: bool = True,
     callbacks: list[Callable] = (),
     spec: dict | None = None,
+    threads="auto",
 ) -> TrainResult:
     """Train a fresh model (or resume the one in ``out_dir``).  ``callbacks``: ``fn(step, model, record)``
-    called after every evaluation.  Returns the model and the evaluation history.
+    called after every evaluation.  ``threads``: each step's batch runs as that many shards side by side
+    (``"auto"``: as many as BLAS uses; see ``minigpt.threads``).  Returns the model and the evaluation history.
 
     Raises ``ValueError``/``TypeError`` for bad arguments (including priors that overflow the model's
     dtype within the sequence length), ``TrainingError`` (``NonFiniteError`` for NaN/inf) when training
@@ -229,6 +232,7 @@ def train(
     after Ctrl-C/SIGTERM (with a checkpoint saved)."""
     callbacks = list(callbacks or ())
     _check_args(model_cfg, train_cfg, task, resume, force, callbacks)
+    n_threads = resolve_threads(threads)
     tc = train_cfg
     model = Transformer(model_cfg, seed=tc.seed)
     opt = AdamW(model.params, lr=tc.lr, betas=(tc.beta1, tc.beta2), weight_decay=tc.weight_decay)
@@ -303,7 +307,7 @@ def train(
                 y = batch.targets.astype(model_cfg.dtype)
                 if not (np.isfinite(x).all() and np.isfinite(y).all()):
                     raise fault(n, "training data", f"(a sequence overflows {model_cfg.dtype})")
-                loss, grads = model.loss_and_grad(x, y)
+                loss, grads = model.loss_and_grad(x, y, threads=n_threads)
                 if not math.isfinite(loss):
                     raise fault(n, "value of", "the loss")
                 bad = first_nonfinite(grads)

@@ -69,8 +69,14 @@ def test_attention_vjp(s, seed):
     f = lambda x, *W: ops.attention_forward(x, *W)[0]  # noqa: E731
     num = numeric_vjp(f, [x] + W, dout)
     assert_close(dx, num[0], "x")
+    overall = max(np.abs(v).max() for v in num)  # the size of this VJP's gradients
     for name, n in zip(("W_Q", "b_Q", "W_K", "b_K", "W_V", "b_V", "W_O", "b_O"), num[1:]):
-        assert_close(g[name], n, name)
+        if name == "b_K":  # exactly zero: b_K adds q . b_K to every score of a row, which softmax ignores;
+            # its finite differences are round-off only, so they are compared with the VJP's scale
+            assert np.abs(g[name]).max() <= 1e-12 * overall, "b_K gradient should vanish"
+            assert np.abs(n).max() <= 1e-6 * overall, "finite differences of b_K should vanish"
+        else:
+            assert_close(g[name], n, name)
 
 
 @pytest.mark.parametrize("act", ["gelu_new", "gelu", "relu"])

@@ -1,0 +1,148 @@
+"""Threads for a training step: the batch is cut into shards, one thread each, while BLAS runs one thread.
+
+Why: numpy's element-wise ufuncs (LayerNorm, GELU, softmax) and its many small per-head matmuls run on one
+core, and only the large matmuls use OpenBLAS's threads.  Running whole shards of the batch side by side
+(numpy releases the GIL inside ufuncs and matmuls) keeps every core busy for the whole step.  BLAS must
+then run one thread per call: two multi-threaded OpenBLAS calls from two threads fight for the same cores
+and can run a hundred times slower.
+
+    blas_threads()              -> the number of threads BLAS uses now (None if it cannot be controlled)
+    with limit_blas_threads(1): ...   BLAS runs one thread inside, its previous count is restored after
+    default_threads()           -> what ``threads="auto"`` means: BLAS's thread count (1 if unknown)
+    run_sharded(fn, n_rows, threads) -> [fn(slice) for each shard], shards run in parallel
+
+Only OpenBLAS (what numpy's wheels ship) is controlled; with another BLAS, ``default_threads()`` is 1 and
+steps run on one thread, as before.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import contextvars
+import ctypes
+import glob
+import os
+import threading
+
+import numpy as np
+
+_SET_NAMES = ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads", "openblas_set_num_threads64_", "openblas_set_num_threads")
+_GET_NAMES = ("scipy_openblas_get_num_threads64_", "scipy_openblas_get_num_threads", "openblas_get_num_threads64_", "openblas_get_num_threads")
+
+_lock = threading.Lock()
+_api: list = []  # [[(get, set), ...]] once looked up
+
+
+def _candidate_libraries():
+    """Paths of OpenBLAS libraries: numpy's own first (its wheels ship one next to the package), then any
+    other this process has loaded (Linux; e.g. a system OpenBLAS numpy links to, or scipy's own copy)."""
+    here = os.path.dirname(np.__file__)
+    paths = []
+    for pattern in ("../numpy.libs/*openblas*", ".dylibs/*openblas*"):
+        paths += sorted(glob.glob(os.path.join(here, pattern)))
+    try:
+        with open("/proc/self/maps") as f:
+            paths += [line.split()[-1] for line in f if "openblas" in os.path.basename(line.split()[-1]).lower()]
+    except OSError:
+        pass
+    unique = []
+    for path in map(os.path.realpath, paths):
+        if path not in unique:
+            unique.append(path)
+    return unique
+
+
+def _openblas() -> list:
+    """[(get_num_threads, set_num_threads)] of every OpenBLAS found, numpy's first; [] if none."""
+    with _lock:
+        if not _api:
+            found = []
+            for path in _candidate_libraries():
+                try:
+                    lib = ctypes.CDLL(path)
+                except OSError:
+                    continue
+                get = next((getattr(lib, n) for n in _GET_NAMES if hasattr(lib, n)), None)
+                set_ = next((getattr(lib, n) for n in _SET_NAMES if hasattr(lib, n)), None)
+                if get is not None and set_ is not None:
+                    get.restype, get.argtypes = ctypes.c_int, []
+                    set_.restype, set_.argtypes = None, [ctypes.c_int]
+                    found.append((get, set_))
+            _api.append(found)
+        return _api[0]
+
+
+def blas_threads() -> int | None:
+    """The number of threads numpy's BLAS uses now, or None when it cannot be queried."""
+    api = _openblas()
+    return int(api[0][0]()) if api else None
+
+
+@contextlib.contextmanager
+def limit_blas_threads(n: int):
+    """``with limit_blas_threads(1):`` every OpenBLAS found uses at most ``n`` threads inside, and its
+    previous count after (a no-op when none can be controlled)."""
+    changed = []
+    for get, set_ in _openblas():
+        before = int(get())
+        if before > n:
+            set_(n)
+            changed.append((set_, before))
+    try:
+        yield
+    finally:
+        for set_, before in changed:
+            set_(before)
+
+
+def default_threads() -> int:
+    """``threads="auto"``: as many threads as BLAS would use (1 in a worker started with
+    ``OPENBLAS_NUM_THREADS=1``, or when BLAS cannot be controlled)."""
+    n = blas_threads()
+    return 1 if n is None else max(1, n)
+
+
+def resolve_threads(threads) -> int:
+    """``"auto"``/None -> ``default_threads()``; a positive int -> itself; anything else: ValueError."""
+    if threads is None or threads == "auto":
+        return default_threads()
+    if isinstance(threads, (bool, np.bool_)) or not isinstance(threads, (int, np.integer)) or threads < 1:
+        raise ValueError(f"threads must be a positive integer or 'auto', got {threads!r}")
+    return int(threads)
+
+
+def shards(n_rows: int, n: int) -> list[slice]:
+    """``n`` contiguous, nearly equal row ranges covering ``range(n_rows)`` (fewer if there are fewer rows)."""
+    n = max(1, min(n, n_rows))
+    bounds = [round(i * n_rows / n) for i in range(n + 1)]
+    return [slice(bounds[i], bounds[i + 1]) for i in range(n)]
+
+
+_pool: list = [None, 0]  # [executor, its size]
+
+
+def _executor(n: int) -> concurrent.futures.ThreadPoolExecutor:
+    with _lock:
+        if _pool[1] < n:
+            if _pool[0] is not None:
+                _pool[0].shutdown(wait=False)
+            _pool[0], _pool[1] = concurrent.futures.ThreadPoolExecutor(n, thread_name_prefix="minigpt-shard"), n
+        return _pool[0]
+
+
+def run_sharded(fn, n_rows: int, threads: int) -> list:
+    """``[fn(i, rows) for i, rows in enumerate(shards(n_rows, threads))]``, the shards side by side.
+
+    The calling thread runs shard 0; BLAS runs one thread per call meanwhile.  Each shard sees the
+    caller's context variables (e.g. ``np.errstate``).  An exception in any shard is raised here."""
+    parts = shards(n_rows, threads)
+    if len(parts) == 1:
+        return [fn(0, parts[0])]
+    pool = _executor(len(parts) - 1)
+    with limit_blas_threads(1):
+        futures = [pool.submit(contextvars.copy_context().run, fn, i, rows) for i, rows in enumerate(parts) if i > 0]
+        try:
+            first = contextvars.copy_context().run(fn, 0, parts[0])
+        finally:
+            concurrent.futures.wait(futures)  # never return while a shard still runs
+    return [first, *(f.result() for f in futures)]

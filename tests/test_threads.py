@@ -1,0 +1,128 @@
+"""Sharded training steps (``loss_and_grad(threads=n)``, ``minigpt.threads``): the same numbers as one
+thread, every row counted once, hooks and errors handled."""
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from minigpt import ModelConfig, Transformer, threads
+from minigpt.threads import limit_blas_threads, resolve_threads, run_sharded, shards
+
+
+@given(n_rows=st.integers(1, 300), n=st.integers(1, 12))
+def test_shards_cover_every_row_once_nearly_evenly(n_rows, n):
+    parts = shards(n_rows, n)
+    assert len(parts) == min(n, n_rows)
+    rows = np.concatenate([np.arange(n_rows)[p] for p in parts])
+    np.testing.assert_array_equal(rows, np.arange(n_rows))  # in order, no gap, no overlap
+    sizes = [p.stop - p.start for p in parts]
+    assert min(sizes) >= 1 and max(sizes) - min(sizes) <= 1
+
+
+def _model(**kw):
+    cfg = dict(n_layers=2, d_model=16, n_heads=2, d_mlp=32, n_ctx=8, dtype="float64")
+    cfg.update(kw)
+    model = Transformer(ModelConfig(**cfg), seed=3)
+    rng = np.random.default_rng(7)
+    for v in model.params.values():  # non-trivial parameters: biases != 0, LayerNorm gains != 1
+        v += 0.1 * rng.standard_normal(v.shape)
+    return model
+
+
+@settings(max_examples=25)
+@given(batch=st.integers(1, 9), n=st.integers(2, 4), attn_only=st.booleans(), seed=st.integers(0, 2**16))
+def test_sharded_step_equals_one_thread(batch, n, attn_only, seed):
+    model = _model(attn_only=attn_only)
+    rng = np.random.default_rng(seed)
+    x, y = rng.standard_normal((batch, 6)), rng.standard_normal((batch, 6))
+    loss1, g1 = model.loss_and_grad(x, y, threads=1)
+    loss_n, g_n = model.loss_and_grad(x, y, threads=n)
+    assert loss_n == pytest.approx(loss1, rel=1e-12)
+    assert g_n.keys() == g1.keys()
+    for k in g1:
+        np.testing.assert_allclose(g_n[k], g1[k], rtol=1e-10, atol=1e-13, err_msg=k)
+
+
+def test_sharded_step_is_deterministic_and_does_not_reuse_live_arrays():
+    model = _model()
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((8, 6)), rng.standard_normal((8, 6))
+    loss_a, g_a = model.loss_and_grad(x, y, threads=3)
+    kept = {k: v.copy() for k, v in g_a.items()}
+    loss_b, g_b = model.loss_and_grad(x, y, threads=3)  # reuses the workspaces of the first call
+    assert loss_a == loss_b
+    for k in kept:
+        np.testing.assert_array_equal(g_b[k], kept[k])
+        np.testing.assert_array_equal(g_a[k], kept[k])  # the first call's gradients were not overwritten
+
+
+def test_a_wrong_shard_weight_would_be_caught():
+    """The property above can fail: dropping a shard's share changes the gradient."""
+    model = _model()
+    rng = np.random.default_rng(1)
+    x, y = rng.standard_normal((6, 6)), rng.standard_normal((6, 6))
+    _, g1 = model.loss_and_grad(x, y, threads=1)
+    _, g_half = model.loss_and_grad(x[:3], y[:3], threads=1)  # one shard alone, unweighted
+    assert not np.allclose(g_half["unembed.b_U"], g1["unembed.b_U"])
+
+
+def test_hooks_see_the_whole_batch():
+    model = _model()
+    seen = []
+    x, y = np.zeros((6, 5)), np.ones((6, 5))
+    with model.hooks([("blocks.0.hook_resid_pre", lambda a, hook: seen.append(a.shape[0]))]):
+        model.loss_and_grad(x, y, threads=3)
+    assert seen == [6]
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, "two", True])
+def test_bad_thread_counts_are_refused(bad):
+    with pytest.raises(ValueError, match="threads must be a positive integer or 'auto'"):
+        resolve_threads(bad)
+    with pytest.raises(ValueError, match="threads"):
+        _model().loss_and_grad(np.zeros((2, 3)), np.zeros((2, 3)), threads=bad)
+
+
+def test_auto_is_the_blas_thread_count():
+    n = threads.blas_threads()
+    assert resolve_threads("auto") == (1 if n is None else max(1, n))
+    assert resolve_threads(None) == resolve_threads("auto")
+
+
+def test_an_error_in_any_shard_is_raised_after_all_shards_end():
+    ended = []
+
+    def fn(i, rows):
+        try:
+            if i == 1:
+                raise RuntimeError("shard 1 failed")
+            return rows
+        finally:
+            ended.append(i)
+
+    with pytest.raises(RuntimeError, match="shard 1 failed"):
+        run_sharded(fn, 10, 3)
+    assert sorted(ended) == [0, 1, 2]
+
+
+def test_shards_run_in_the_callers_errstate():
+    def overflow(i, rows):
+        return np.float32(3e38) * np.float32(10)
+
+    with np.errstate(over="raise"):
+        with pytest.raises(FloatingPointError):
+            run_sharded(overflow, 4, 2)
+    with np.errstate(over="ignore"):
+        assert all(np.isinf(v) for v in run_sharded(overflow, 4, 2))
+
+
+@pytest.mark.skipif(threads.blas_threads() is None, reason="numpy's BLAS is not an OpenBLAS this process can control")
+def test_limit_blas_threads_restores_the_count():
+    before = threads.blas_threads()
+    with limit_blas_threads(1):
+        assert threads.blas_threads() == 1
+    assert threads.blas_threads() == before
+    with pytest.raises(KeyError):
+        with limit_blas_threads(1):
+            raise KeyError("inside")
+    assert threads.blas_threads() == before
