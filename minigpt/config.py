@@ -28,12 +28,18 @@ def _int_field(section, name, value, lo=1, hi=None):
         raise ValueError(f"{section}.{name} must be an integer {rule}, got {value!r}")
 
 
+def _short(value, limit=40):
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _float_field(section, name, value, lo=0.0, strict=False, hi=math.inf):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{section}.{name} must be a finite number, got {value!r}")
+    # ints are compared exactly (an int too large for a float is still refused by ``hi``, not by an OverflowError)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (isinstance(value, float) and not math.isfinite(value)):
+        raise ValueError(f"{section}.{name} must be a finite number, got {_short(value)}")
     if value < lo or (strict and value == lo) or value > hi:
         rule = f"{'>' if strict else '>='} {lo}" + (f" and <= {hi}" if hi != math.inf else "")
-        raise ValueError(f"{section}.{name} must be {rule}, got {value!r}")
+        raise ValueError(f"{section}.{name} must be {rule}, got {_short(value)}")
 
 
 @dataclass

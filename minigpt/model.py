@@ -19,7 +19,8 @@ import numpy as np
 from . import ops
 from .config import ModelConfig
 from .hooks import ActivationCache, HookState
-from .threads import resolve_threads, run_sharded, shards
+from .shardpool import ShardPoolError, drop_pool, get_pool, warn_once
+from .threads import limit_blas_threads, resolve_threads, shards
 
 
 def param_shapes(cfg: ModelConfig) -> dict[str, tuple]:
@@ -227,41 +228,58 @@ class Transformer:
     def loss_and_grad(self, x, target, threads=1):
         """(loss, grads): the MSE and its gradient for every parameter (same keys and shapes).
 
-        ``threads``: cut the batch into that many shards and run them side by side ("auto": as many as
-        BLAS would use; see ``minigpt.threads``).  The loss and gradients are the shards' sums, weighted by
-        their share of the batch: the one-thread numbers up to float rounding.  With hooks registered
-        (``model.hooks``) the step runs on one thread, so every hook sees the whole batch."""
+        ``threads``: cut the batch into that many shards and compute them side by side, this process and
+        ``threads - 1`` helper processes ("auto": as many as BLAS would use; see ``minigpt.shardpool``).
+        The loss and gradients are the shards' sums, each weighted by its share of the batch: the one-thread
+        numbers up to float rounding.  With hooks registered (``model.hooks``) the step runs here alone,
+        so every hook sees the whole batch."""
         x = self._prepare(x)
         B, T = x.shape[:2]
         t = self._prepare_target(target, (B, T) if self.cfg.d_out == 1 else (B, T, self.cfg.d_out))
-        n = 1 if self._fwd_hooks else resolve_threads(threads)
-        parts = shards(B, n)
-        workspaces = self._workspaces(tuple((p.stop - p.start, *x.shape[1:]) for p in parts))
-
-        def shard(i, rows):  # the shard's loss and gradients, each scaled by its share of the mean
-            share = (rows.stop - rows.start) / B
-            with ops.using(workspaces[i]):  # the ops reuse last step's arrays (see ops.Workspace)
-                pred, C = self._forward(x[rows], self._state())
-                loss, c = ops.mse_forward(self._output(pred), t[rows])
-                dpred = ops.mse_backward(c).reshape(pred.shape)  # [b, T, d_out]  d (shard mean) / d pred
-                if share != 1:
-                    dpred *= share  # d (batch mean) / d pred
-                return loss * share, self._backward(dpred, C)
-
-        results = run_sharded(shard, B, len(parts))
-        loss, grads = results[0]
-        for shard_loss, g in results[1:]:  # sum over shards, in shard order (same numbers every run)
+        parts = shards(B, 1 if self._fwd_hooks else resolve_threads(threads))
+        if len(parts) == 1:
+            return self._shard_loss_and_grad(x, t, 1.0, self._workspace(x.shape))
+        try:
+            pool = get_pool(self.cfg, len(parts) - 1)
+        except ShardPoolError as e:  # e.g. no shared memory here: compute on one thread
+            warn_once(f"minigpt: {e}; computing on one thread")
+            return self._shard_loss_and_grad(x, t, 1.0, self._workspace(x.shape))
+        try:
+            pool.submit(self.params, x, t, parts[1:])  # the helpers start on shards 1, 2, ...
+            first = parts[0]
+            try:
+                with limit_blas_threads(1):  # the helpers have the other cores
+                    loss, grads = self._shard_loss_and_grad(x[first], t[first], (first.stop - first.start) / B,
+                                                            self._workspace((first.stop - first.start, *x.shape[1:])))
+            except BaseException:
+                pool.collect(len(parts) - 1, raise_errors=False)  # wait for the helpers, then raise our error
+                raise
+            results = pool.collect(len(parts) - 1)
+        except (ShardPoolError, OSError):  # a helper died or its pipe broke: start afresh next time
+            drop_pool(pool)
+            raise
+        for shard_loss, g in results:  # sum over shards, in shard order (same numbers every run)
             loss += shard_loss
             for k, v in g.items():
                 grads[k] += v
         return loss, grads
 
-    def _workspaces(self, shard_shapes):
-        """One workspace per shard: the arrays ``loss_and_grad`` reuses from step to step.  New shard
-        shapes (another batch size or thread count) start new workspaces."""
+    def _shard_loss_and_grad(self, x, t, share, workspace):
+        """The loss of x [b, T, d_in] against t and its gradients, both scaled by ``share`` (the shard's
+        part of the batch), with the ops' arrays taken from ``workspace``."""
+        with ops.using(workspace):  # the ops reuse last step's arrays (see ops.Workspace)
+            pred, C = self._forward(x, self._state())
+            loss, c = ops.mse_forward(self._output(pred), t)
+            dpred = ops.mse_backward(c).reshape(pred.shape)  # [b, T, d_out]  d (shard mean) / d pred
+            if share != 1:
+                dpred *= share  # d (batch mean) / d pred
+            return loss * share, self._backward(dpred, C)
+
+    def _workspace(self, shape):
+        """The arrays ``loss_and_grad`` reuses from step to step; a new input shape starts a new workspace."""
         ws = getattr(self, "_ws", None)
-        if ws is None or ws[0] != shard_shapes:
-            ws = self._ws = (shard_shapes, [ops.Workspace() for _ in shard_shapes])
+        if ws is None or ws[0] != shape:
+            ws = self._ws = (shape, ops.Workspace())
         return ws[1]
 
     def run_with_cache(self, x, names_filter=None, incl_bwd=False, target=None):

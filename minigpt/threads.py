@@ -1,24 +1,20 @@
-"""Threads for a training step: the batch is cut into shards, one thread each, while BLAS runs one thread.
+"""How many cores a training step uses, and numpy's BLAS threads.
 
-Why: numpy's element-wise ufuncs (LayerNorm, GELU, softmax) and its many small per-head matmuls run on one
-core, and only the large matmuls use OpenBLAS's threads.  Running whole shards of the batch side by side
-(numpy releases the GIL inside ufuncs and matmuls) keeps every core busy for the whole step.  BLAS must
-then run one thread per call: two multi-threaded OpenBLAS calls from two threads fight for the same cores
-and can run a hundred times slower.
+``loss_and_grad(threads=n)`` cuts the batch into ``n`` shards: this process computes the first, helper
+processes the others (``minigpt.shardpool``).  Meanwhile BLAS must run one thread per call: a
+multi-threaded OpenBLAS call competing with the helpers for the same cores can run a hundred times slower.
 
-    blas_threads()              -> the number of threads BLAS uses now (None if it cannot be controlled)
+    blas_threads()                    -> the number of threads numpy's BLAS uses now (None if unknown)
     with limit_blas_threads(1): ...   BLAS runs one thread inside, its previous count is restored after
-    default_threads()           -> what ``threads="auto"`` means: BLAS's thread count (1 if unknown)
-    run_sharded(fn, n_rows, threads) -> [fn(slice) for each shard], shards run in parallel
+    default_threads()                 -> what ``threads="auto"`` means: BLAS's thread count (1 if unknown)
+    shards(n_rows, n)                 -> n nearly equal, contiguous row ranges
 
 Only OpenBLAS (what numpy's wheels ship) is controlled; with another BLAS, ``default_threads()`` is 1 and
-steps run on one thread, as before.
+steps run on one core, as before.
 """
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
-import contextvars
 import ctypes
 import glob
 import os
@@ -116,33 +112,3 @@ def shards(n_rows: int, n: int) -> list[slice]:
     n = max(1, min(n, n_rows))
     bounds = [round(i * n_rows / n) for i in range(n + 1)]
     return [slice(bounds[i], bounds[i + 1]) for i in range(n)]
-
-
-_pool: list = [None, 0]  # [executor, its size]
-
-
-def _executor(n: int) -> concurrent.futures.ThreadPoolExecutor:
-    with _lock:
-        if _pool[1] < n:
-            if _pool[0] is not None:
-                _pool[0].shutdown(wait=False)
-            _pool[0], _pool[1] = concurrent.futures.ThreadPoolExecutor(n, thread_name_prefix="minigpt-shard"), n
-        return _pool[0]
-
-
-def run_sharded(fn, n_rows: int, threads: int) -> list:
-    """``[fn(i, rows) for i, rows in enumerate(shards(n_rows, threads))]``, the shards side by side.
-
-    The calling thread runs shard 0; BLAS runs one thread per call meanwhile.  Each shard sees the
-    caller's context variables (e.g. ``np.errstate``).  An exception in any shard is raised here."""
-    parts = shards(n_rows, threads)
-    if len(parts) == 1:
-        return [fn(0, parts[0])]
-    pool = _executor(len(parts) - 1)
-    with limit_blas_threads(1):
-        futures = [pool.submit(contextvars.copy_context().run, fn, i, rows) for i, rows in enumerate(parts) if i > 0]
-        try:
-            first = contextvars.copy_context().run(fn, 0, parts[0])
-        finally:
-            concurrent.futures.wait(futures)  # never return while a shard still runs
-    return [first, *(f.result() for f in futures)]

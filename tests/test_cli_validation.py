@@ -235,3 +235,12 @@ def test_internal_errors_are_one_line_with_status_70(capsys, monkeypatch):
     monkeypatch.setenv("MINIGPT_DEBUG", "1")
     with pytest.raises(ZeroDivisionError):
         main(["gradcheck"])
+
+
+@pytest.mark.parametrize("field", ["lr", "weight_decay", "grad_clip"])
+def test_an_int_too_large_for_a_float_is_a_range_error(field):
+    """Found by the CLI fuzz: ``--set train.lr=111...1`` (400 digits) raised OverflowError."""
+    from minigpt import TrainConfig
+
+    with pytest.raises(ValueError, match=rf"train\.{field} must be .*got 1111"):
+        TrainConfig(**{field: int("1" * 400)})
