@@ -171,21 +171,41 @@ def matmul_peak_gflops(n=1024, repeats=5) -> float:
     return 2.0 * n**3 / best / 1e9
 
 
-def _timed(fn):
-    w, c = time.perf_counter(), time.process_time()
+def _helpers_cpu() -> float:
+    """CPU seconds used so far by minigpt's shard helper processes (``minigpt.shardpool``), from /proc."""
+    from .shardpool import helper_pids
+
+    total = 0.0
+    for pid in helper_pids():
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+        except (OSError, ValueError, IndexError):
+            pass
+    return total
+
+
+def _timed(fn, helpers=False):
+    """(wall seconds, CPU seconds of this process and, with ``helpers``, of the shard helpers, fn())."""
+    cpu = (lambda: time.process_time() + _helpers_cpu()) if helpers else time.process_time
+    w, c = time.perf_counter(), cpu()
     r = fn()
-    return time.perf_counter() - w, time.process_time() - c, r
+    return time.perf_counter() - w, cpu() - c, r
 
 
-def _peak_rss_mb() -> float:
-    """Peak resident memory of this process, MB (VmHWM: unlike ru_maxrss it does not inherit the parent's peak)."""
+def _peak_rss_mb(pid="self", field="VmHWM") -> float:
+    """Peak (VmHWM) or current (VmRSS) resident memory of a process, MB.  VmHWM, unlike ru_maxrss, does not
+    inherit the parent's peak."""
     try:
-        with open("/proc/self/status") as f:
+        with open(f"/proc/{pid}/status") as f:
             for line in f:
-                if line.startswith("VmHWM:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) / 1024.0
     except OSError:
         pass
+    if pid != "self":
+        return 0.0
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
@@ -208,11 +228,19 @@ def worker(config: str, threads: int, steps: int, which: str = "both") -> dict:
             xt, yt = torch.from_numpy(x[..., None]), torch.from_numpy(y[..., None])
             fn = lambda: torch_step(net, topt, xt, yt)  # noqa: E731
         else:
+            from .shardpool import get_pool, helper_pids
+            from .threads import default_threads
+
+            if default_threads() > 1:  # start the helpers first: their growth is counted from their start-up
+                get_pool(model.cfg, default_threads() - 1)
+            helpers = {pid: _peak_rss_mb(pid, "VmRSS") for pid in helper_pids()}
             fn = lambda: minigpt_step(model, opt, x, y)  # noqa: E731
         before = _peak_rss_mb()
         for _ in range(3):
             fn()
         res["peak_rss_growth_mb"] = _peak_rss_mb() - before
+        if which == "mem-minigpt":
+            res["peak_rss_growth_mb"] += sum(_peak_rss_mb(pid) - base for pid, base in helpers.items())
         return res
     try:
         import torch
@@ -237,7 +265,7 @@ def worker(config: str, threads: int, steps: int, which: str = "both") -> dict:
     for i in range(WARMUP + steps):
         for name in order if i % 2 == 0 else order[::-1]:
             for j in range(BLOCK):
-                w, c, loss = _timed(runners[name])
+                w, c, loss = _timed(runners[name], helpers=name == "minigpt")
                 losses[name].append(float(loss))
                 if i >= WARMUP and j > 0:
                     wall[name].append(w)
@@ -296,9 +324,10 @@ def format_table(results) -> str:
 
 NOTES = """\
 ratio      = minigpt tokens/s / torch tokens/s (wall-clock medians, same process, interleaved; > 1 means minigpt is faster)
-ratio(cpu) = the same with process CPU time (less sensitive to other work on the machine)
+ratio(cpu) = the same with CPU time (minigpt: this process and its shard helpers; less sensitive to other work)
 GFLOP/s    = minigpt's matmul FLOPs per step / its median step time; peak = best numpy float32 1024^3 matmul, same run
-MB         = growth of peak RSS over 3 steps, each framework alone in its own process
+MB         = growth of peak RSS over 3 steps, each framework alone in its own process (minigpt: with its shard
+             helper processes' growth from their start-up)
 load       = 1-minute load average before/after the timed rounds (a busy machine slows both, unevenly)
 same losses: both train the same batch from the same weights; float32 rounding differences stay at ~1e-7 for the
            first steps and can grow later when a high learning rate makes the loss oscillate (paper: lr 3e-3)"""
