@@ -245,22 +245,27 @@ class Transformer:
             warn_once(f"minigpt: {e}; computing on one thread")
             return self._shard_loss_and_grad(x, t, 1.0, self._workspace(x.shape))
         try:
-            pool.submit(self.params, x, t, parts[1:])  # the helpers start on shards 1, 2, ...
-            first = parts[0]
-            try:
-                with limit_blas_threads(1):  # the helpers have the other cores
-                    loss, grads = self._shard_loss_and_grad(x[first], t[first], (first.stop - first.start) / B,
-                                                            self._workspace((first.stop - first.start, *x.shape[1:])))
-            except BaseException:
-                pool.collect(len(parts) - 1, raise_errors=False)  # wait for the helpers, then raise our error
-                raise
-            results = pool.collect(len(parts) - 1)
+            with pool.lock:
+                return self._loss_and_grad_with_helpers(pool, x, t, parts)
         except (ShardPoolError, OSError):  # a helper died or its pipe broke: start afresh next time
             drop_pool(pool)
             raise
-        for shard_loss, g in results:  # sum over shards, in shard order (same numbers every run)
+
+    def _loss_and_grad_with_helpers(self, pool, x, t, parts):
+        """Shard 0 here, shards 1, 2, ... in the pool's helpers; the sum of their scaled losses and grads."""
+        B = x.shape[0]
+        pool.submit(self.params, x, t, parts[1:])  # the helpers start on shards 1, 2, ...
+        first = parts[0]
+        try:
+            with limit_blas_threads(1):  # the helpers have the other cores
+                loss, grads = self._shard_loss_and_grad(x[first], t[first], (first.stop - first.start) / B,
+                                                        self._workspace((first.stop - first.start, *x.shape[1:])))
+        except BaseException:
+            pool.collect(len(parts) - 1, raise_errors=False)  # wait for the helpers, then raise our error
+            raise
+        for shard_loss, g in pool.collect(len(parts) - 1):  # in shard order: the same numbers every run
             loss += shard_loss
-            for k, v in g.items():
+            for k, v in g.items():  # v is a view of the helper's shared block, valid until the next submit
                 grads[k] += v
         return loss, grads
 

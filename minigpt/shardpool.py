@@ -107,25 +107,31 @@ def helper_main(fd: int):  # pragma: no cover - runs in the helper process (pyth
             break
         name, x_shape, t_shape, rows, batch, errstate = msg
         try:
-            if name not in inputs:
+            if name not in inputs:  # the caller made a larger input block: map it instead of the old one
                 for old in inputs.values():
                     old.close()
                 inputs = {name: _attach(name)}
-            buf = inputs[name].buf
-            x = np.ndarray(x_shape, dtype=cfg.dtype, buffer=buf)
-            t = np.ndarray(t_shape, dtype=cfg.dtype, buffer=buf, offset=x.nbytes)
-            with np.errstate(**errstate):
-                loss, grads = model._shard_loss_and_grad(x[rows], t[rows], (rows.stop - rows.start) / batch, workspace)
-            for k, v in grads.items():
-                np.copyto(grads_out[k], v)
+            loss = _helper_step(model, workspace, inputs[name].buf, x_shape, t_shape, rows, batch, errstate, grads_out)
             conn.send(("ok", loss))
         except BaseException as e:  # report, keep serving
             try:
                 conn.send(("error", e))
             except Exception:
                 conn.send(("error", RuntimeError(f"{type(e).__name__}: {e}")))
-    for shm in (*blocks.values(), *inputs.values()):
-        shm.close()
+    # the blocks are unmapped when this process exits
+
+
+def _helper_step(model, workspace, buf, x_shape, t_shape, rows, batch, errstate, grads_out):  # pragma: no cover
+    """One shard in a helper: x and t are views of the input block (dropped on return, so the block can be
+    closed), the gradients are copied into this helper's gradient block."""
+    dtype = model.cfg.dtype
+    x = np.ndarray(x_shape, dtype=dtype, buffer=buf)
+    t = np.ndarray(t_shape, dtype=dtype, buffer=buf, offset=x.nbytes)
+    with np.errstate(**errstate):
+        loss, grads = model._shard_loss_and_grad(x[rows], t[rows], (rows.stop - rows.start) / batch, workspace)
+    for k, v in grads.items():
+        np.copyto(grads_out[k], v)
+    return loss
 
 
 class ShardPool:
@@ -133,6 +139,7 @@ class ShardPool:
 
     def __init__(self, cfg: ModelConfig, n_helpers: int):
         self.cfg, self.n_helpers = cfg, n_helpers
+        self.lock = threading.Lock()  # one step at a time (hold it from ``submit`` to ``collect``)
         self.layout, size = _layout(cfg)
         itemsize = np.dtype(cfg.dtype).itemsize
         self._blocks = []  # every SharedMemory this pool made (unlinked on close)

@@ -166,3 +166,18 @@ def test_limit_blas_threads_restores_the_count():
         with limit_blas_threads(1):
             raise KeyError("inside")
     assert threads.blas_threads() == before
+
+
+def test_growing_batches_and_two_caller_threads_share_one_pool_safely():
+    """A larger batch makes a larger shared input block (the helpers remap it); two threads stepping the
+    same configuration at once take turns on the pool."""
+    import concurrent.futures
+
+    model = _model()
+    rng = np.random.default_rng(5)
+    batches = [(rng.standard_normal((b, 6)), rng.standard_normal((b, 6))) for b in (3, 30, 300, 4)]
+    want = [model.loss_and_grad(x, y, threads=1)[0] for x, y in batches]
+    assert [model.loss_and_grad(x, y, threads=2)[0] for x, y in batches] == pytest.approx(want, rel=1e-12)
+    with concurrent.futures.ThreadPoolExecutor(2) as ex:
+        got = list(ex.map(lambda b: model.loss_and_grad(*b, threads=2)[0], batches * 3))
+    assert got == pytest.approx(want * 3, rel=1e-12)
