@@ -209,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--force", action="store_true", help="overwrite the run in --out")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.add_argument("--threads", default="auto", metavar="N",
-                   help="run each step's batch as N shards side by side (default: auto, as many as BLAS uses)")
+                   help="run each step's batch as N shards on N cores (default: auto, as many as BLAS uses, at most 8)")
     t.set_defaults(fn=cmd_train)
 
     e = sub.add_parser("eval", help="MSE by position of a checkpoint against every baseline")

@@ -91,11 +91,21 @@ def limit_blas_threads(n: int):
             set_(before)
 
 
+MAX_AUTO_THREADS = 8  # "auto" never starts more than 7 helper processes (each holds its own numpy, ~60 MB)
+
+
 def default_threads() -> int:
     """``threads="auto"``: as many threads as BLAS would use (1 in a worker started with
-    ``OPENBLAS_NUM_THREADS=1``, or when BLAS cannot be controlled)."""
+    ``OPENBLAS_NUM_THREADS=1``, or when BLAS cannot be controlled), at most the cores this process may run
+    on and at most ``MAX_AUTO_THREADS``."""
     n = blas_threads()
-    return 1 if n is None else max(1, n)
+    if n is None:
+        return 1
+    try:
+        n = min(n, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        n = min(n, os.cpu_count() or 1)
+    return max(1, min(n, MAX_AUTO_THREADS))
 
 
 def resolve_threads(threads) -> int:

@@ -91,10 +91,15 @@ def test_bad_thread_counts_are_refused(bad):
         _model().loss_and_grad(np.zeros((2, 3)), np.zeros((2, 3)), threads=bad)
 
 
-def test_auto_is_the_blas_thread_count():
+def test_auto_is_the_blas_thread_count_within_the_usable_cores():
     n = threads.blas_threads()
-    assert resolve_threads("auto") == (1 if n is None else max(1, n))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    want = 1 if n is None else max(1, min(n, cores, threads.MAX_AUTO_THREADS))
+    assert resolve_threads("auto") == want
     assert resolve_threads(None) == resolve_threads("auto")
+    if n is not None:
+        with limit_blas_threads(1):
+            assert resolve_threads("auto") == 1  # e.g. a worker started with OPENBLAS_NUM_THREADS=1
 
 
 def test_an_error_in_a_helper_reaches_the_caller_and_the_pool_keeps_serving():
