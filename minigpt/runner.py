@@ -92,9 +92,11 @@ def train_or_reuse(spec, run_dir, callbacks=(), resume_partial=True):
     if state == "done":
         return "reused", tcfg.steps
     full = {"model": mcfg.to_dict(), "train": tcfg.to_dict(), "data": task.spec()}
+    # one shard per step (threads=1), whatever the worker count or machine: a run's numbers then depend
+    # on its spec alone, so runs from different invocations, pools or Dask workers can be compared and resumed
     if state == "partial" and resume_partial:
         start = int(load_checkpoint(ckpt)[1]["step"])
-        train(mcfg, tcfg, task, out_dir=run_dir, resume=True, progress=False, callbacks=callbacks, spec=full)
+        train(mcfg, tcfg, task, out_dir=run_dir, resume=True, progress=False, callbacks=callbacks, spec=full, threads=1)
         return "resumed", start
-    train(mcfg, tcfg, task, out_dir=run_dir, force=True, progress=False, callbacks=callbacks, spec=full)
+    train(mcfg, tcfg, task, out_dir=run_dir, force=True, progress=False, callbacks=callbacks, spec=full, threads=1)
     return "trained", 0

@@ -186,3 +186,21 @@ def test_growing_batches_and_two_caller_threads_share_one_pool_safely():
     with concurrent.futures.ThreadPoolExecutor(2) as ex:
         got = list(ex.map(lambda b: model.loss_and_grad(*b, threads=2)[0], batches * 3))
     assert got == pytest.approx(want * 3, rel=1e-12)
+
+
+def test_reproduce_and_sweep_runs_use_one_shard(tmp_path, monkeypatch):
+    """Runs started by the runner (``minigpt reproduce``/``sweep``) compute one shard per step, so their
+    numbers do not depend on the worker count or the machine's cores."""
+    from minigpt import presets, runner, training
+
+    seen = []
+    real = training.train
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("threads"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(training, "train", spy)
+    spec = presets.apply_overrides(presets.get_preset("tiny"), ["train.steps=3", "train.eval_every=3"])
+    assert runner.train_or_reuse(spec, str(tmp_path / "run"))[0] == "trained"
+    assert seen == [1]
