@@ -25,7 +25,7 @@ import time
 
 import numpy as np
 
-from .threads import blas_threads
+from .threads import BLAS_ENV, blas_threads
 
 CONFIGS = {
     "paper": {"desc": "paper preset: 3 layers, d_model 64, 4 heads, d_mlp 256", "model": {}},
@@ -35,7 +35,6 @@ CONFIGS = {
 BATCH = 256
 WARMUP = 3
 BLOCK = 3  # steps per framework per round, back to back; the first of each block is not timed (see ``worker``)
-THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 # ----------------------------------------------------------------------------- the two models
@@ -233,8 +232,9 @@ def worker(config: str, threads: int, steps: int, which: str = "both") -> dict:
             from .shardpool import get_pool, helper_pids
             from .threads import default_threads
 
-            if default_threads() > 1:  # start the helpers first: their growth is counted from their start-up
-                get_pool(model.cfg, default_threads() - 1)
+            n = default_threads()
+            if n > 1:  # start the helpers first: their growth is counted from their start-up
+                get_pool(model.cfg, n - 1)
             helpers = {pid: _peak_rss_mb(pid, "VmRSS") for pid in helper_pids()}
             fn = lambda: minigpt_step(model, opt, x, y)  # noqa: E731
         before = _peak_rss_mb()
@@ -293,7 +293,7 @@ def worker(config: str, threads: int, steps: int, which: str = "both") -> dict:
 
 def run_worker_subprocess(config, threads, steps, which="both") -> dict:
     env = dict(os.environ)
-    for var in THREAD_VARS:
+    for var in BLAS_ENV:
         env[var] = str(threads)
     cmd = [sys.executable, "-m", "minigpt.bench", "--worker", config, str(threads), str(steps), which]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True)

@@ -237,13 +237,14 @@ class Transformer:
         B, T = x.shape[:2]
         t = self._prepare_target(target, (B, T) if self.cfg.d_out == 1 else (B, T, self.cfg.d_out))
         parts = shards(B, 1 if self._fwd_hooks else resolve_threads(threads))
-        if len(parts) == 1:
-            return self._shard_loss_and_grad(x, t, 1.0, self._workspace(x.shape))
-        try:
-            pool = get_pool(self.cfg, len(parts) - 1)
-        except ShardPoolError as e:  # e.g. no shared memory here: compute on one thread
-            warn_once(f"minigpt: {e}; computing on one thread")
-            return self._shard_loss_and_grad(x, t, 1.0, self._workspace(x.shape))
+        pool = None
+        if len(parts) > 1:
+            try:
+                pool = get_pool(self.cfg, len(parts) - 1)
+            except ShardPoolError as e:  # e.g. no shared memory here: compute on one thread
+                warn_once(f"minigpt: {e}; computing on one thread")
+        if pool is None:
+            return self._shard_loss_and_grad(x, t, 1.0)
         try:
             with pool.lock:
                 return self._loss_and_grad_with_helpers(pool, x, t, parts)
@@ -258,8 +259,7 @@ class Transformer:
         first = parts[0]
         try:
             with limit_blas_threads(1):  # the helpers have the other cores
-                loss, grads = self._shard_loss_and_grad(x[first], t[first], (first.stop - first.start) / B,
-                                                        self._workspace((first.stop - first.start, *x.shape[1:])))
+                loss, grads = self._shard_loss_and_grad(x[first], t[first], (first.stop - first.start) / B)
         except BaseException:
             pool.collect(len(parts) - 1, raise_errors=False)  # wait for the helpers, then raise our error
             raise
@@ -269,10 +269,10 @@ class Transformer:
                 grads[k] += v
         return loss, grads
 
-    def _shard_loss_and_grad(self, x, t, share, workspace):
+    def _shard_loss_and_grad(self, x, t, share):
         """The loss of x [b, T, d_in] against t and its gradients, both scaled by ``share`` (the shard's
-        part of the batch), with the ops' arrays taken from ``workspace``."""
-        with ops.using(workspace):  # the ops reuse last step's arrays (see ops.Workspace)
+        part of the batch)."""
+        with ops.using(self._workspace(x.shape)):  # the ops reuse last step's arrays (see ops.Workspace)
             pred, C = self._forward(x, self._state())
             loss, c = ops.mse_forward(self._output(pred), t)
             dpred = ops.mse_backward(c).reshape(pred.shape)  # [b, T, d_out]  d (shard mean) / d pred

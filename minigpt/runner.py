@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 
-BLAS_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+from .threads import BLAS_ENV
 
 
 def single_thread_env():

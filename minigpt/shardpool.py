@@ -30,8 +30,8 @@ from multiprocessing.connection import Connection
 import numpy as np
 
 from .config import ModelConfig
+from .threads import BLAS_ENV
 
-BLAS_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 STARTUP_TIMEOUT = 120  # seconds a helper may take to start (import numpy, scipy, minigpt)
 
 
@@ -86,7 +86,6 @@ def helper_main(fd: int):  # pragma: no cover - runs in the helper process (pyth
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     conn = Connection(fd)
     cfg_dict, params_name, grads_name = conn.recv()
-    from . import ops
     from .model import Transformer
 
     cfg = ModelConfig(**cfg_dict)
@@ -95,7 +94,6 @@ def helper_main(fd: int):  # pragma: no cover - runs in the helper process (pyth
     model = Transformer(cfg, seed=0)
     model.params = _views(blocks[params_name].buf, layout, cfg.dtype)
     grads_out = _views(blocks[grads_name].buf, layout, cfg.dtype)
-    workspace = ops.Workspace()
     conn.send(("ready", None))
     inputs = {}  # name -> SharedMemory of the caller's current input block
     while True:
@@ -111,7 +109,7 @@ def helper_main(fd: int):  # pragma: no cover - runs in the helper process (pyth
                 for old in inputs.values():
                     old.close()
                 inputs = {name: _attach(name)}
-            loss = _helper_step(model, workspace, inputs[name].buf, x_shape, t_shape, rows, batch, errstate, grads_out)
+            loss = _helper_step(model, inputs[name].buf, x_shape, t_shape, rows, batch, errstate, grads_out)
             conn.send(("ok", loss))
         except BaseException as e:  # report, keep serving
             try:
@@ -121,14 +119,14 @@ def helper_main(fd: int):  # pragma: no cover - runs in the helper process (pyth
     # the blocks are unmapped when this process exits
 
 
-def _helper_step(model, workspace, buf, x_shape, t_shape, rows, batch, errstate, grads_out):  # pragma: no cover
+def _helper_step(model, buf, x_shape, t_shape, rows, batch, errstate, grads_out):  # pragma: no cover
     """One shard in a helper: x and t are views of the input block (dropped on return, so the block can be
     closed), the gradients are copied into this helper's gradient block."""
     dtype = model.cfg.dtype
     x = np.ndarray(x_shape, dtype=dtype, buffer=buf)
     t = np.ndarray(t_shape, dtype=dtype, buffer=buf, offset=x.nbytes)
     with np.errstate(**errstate):
-        loss, grads = model._shard_loss_and_grad(x[rows], t[rows], (rows.stop - rows.start) / batch, workspace)
+        loss, grads = model._shard_loss_and_grad(x[rows], t[rows], (rows.stop - rows.start) / batch)
     for k, v in grads.items():
         np.copyto(grads_out[k], v)
     return loss
@@ -138,20 +136,20 @@ class ShardPool:
     """``n_helpers`` helper processes for models of configuration ``cfg``."""
 
     def __init__(self, cfg: ModelConfig, n_helpers: int):
-        self.cfg, self.n_helpers = cfg, n_helpers
+        self.cfg = cfg
         self.lock = threading.Lock()  # one step at a time (hold it from ``submit`` to ``collect``)
-        self.layout, size = _layout(cfg)
-        itemsize = np.dtype(cfg.dtype).itemsize
+        layout, size = _layout(cfg)
+        nbytes = size * np.dtype(cfg.dtype).itemsize
         self._blocks = []  # every SharedMemory this pool made (unlinked on close)
-        self.params_shm = self._new_block(size * itemsize)
-        self.params = _views(self.params_shm.buf, self.layout, cfg.dtype)
-        self.grads_shm = [self._new_block(size * itemsize) for _ in range(n_helpers)]
-        self.grads = [_views(s.buf, self.layout, cfg.dtype) for s in self.grads_shm]
+        self.params_shm = self._new_block(nbytes)
+        self.params = _views(self.params_shm.buf, layout, cfg.dtype)
+        grads_shm = [self._new_block(nbytes) for _ in range(n_helpers)]
+        self.grads = [_views(s.buf, layout, cfg.dtype) for s in grads_shm]
         self.inputs_shm = None
         self.conns, self.procs = [], []
         env = dict(os.environ, **{v: "1" for v in BLAS_ENV})  # one BLAS thread per helper
         try:
-            for g in self.grads_shm:
+            for g in grads_shm:
                 ours, theirs = socket.socketpair()
                 with theirs:
                     # a fresh interpreter running minigpt._shard_helper: unlike multiprocessing's spawn it
