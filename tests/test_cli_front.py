@@ -1,6 +1,7 @@
 """The front door a new user meets: --version, python -m minigpt, "did you mean" for a mistyped command,
 help text on every option, every preset listed by ``train --help``, LICENSE and py.typed in the wheel,
 no documentation link that leaves the repository, and a first-run preset that learns."""
+import configparser
 import os
 import pathlib
 import pydoc
@@ -110,6 +111,10 @@ def test_license_and_py_typed_ship_in_the_wheel(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert "minigpt/py.typed" in names and "minigpt/__main__.py" in names
     assert any(n.endswith(".dist-info/licenses/LICENSE") or n.endswith(".dist-info/LICENSE") for n in names), names
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT / "setup.cfg")  # said explicitly, not left to setuptools' defaults (py.typed since 69, LICENSE*)
+    assert "py.typed" in cfg["options.package_data"]["minigpt"].split()
+    assert cfg["metadata"]["license"] == "MIT" and "LICENSE" in cfg["metadata"]["license_files"].split()
     text = (ROOT / "LICENSE").read_text()
     assert text.startswith("MIT License") and "Copyright (c) 2026 minigpt authors" in text
 
