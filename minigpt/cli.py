@@ -290,7 +290,7 @@ def check_command(argv, commands) -> None:
     from .config import did_you_mean
 
     if argv and not argv[0].startswith("-") and argv[0] not in commands:
-        raise UsageError(f"unknown command {argv[0]!r}; {did_you_mean(None, argv[0], list(commands), kind='commands')}")
+        raise UsageError(f"invalid choice: {argv[0]!r} is not a command; {did_you_mean(None, argv[0], list(commands), kind='commands')}")
 
 
 def _one_line(e: BaseException) -> str:

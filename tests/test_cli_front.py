@@ -39,20 +39,20 @@ def test_python_m_minigpt():
     ok = subprocess.run([sys.executable, "-m", "minigpt", "--version"], capture_output=True, text=True, env=env, cwd=ROOT)
     assert ok.returncode == 0 and ok.stdout.strip() == f"minigpt {minigpt.__version__}", ok.stderr
     bad = subprocess.run([sys.executable, "-m", "minigpt", "trian"], capture_output=True, text=True, env=env, cwd=ROOT)
-    assert bad.returncode == 2 and bad.stderr.strip().splitlines() == ["minigpt: error: unknown command 'trian'; did you mean train?"]
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines() == ["minigpt: error: invalid choice: 'trian' is not a command; did you mean train?"]
 
 
 @pytest.mark.parametrize("typo, suggestion", [("trian", "train"), ("evl", "eval"), ("gradchek", "gradcheck"), ("reproduec", "reproduce")])
 def test_did_you_mean_command(capsys, typo, suggestion):
     status, out, err = run(capsys, [typo, "--out", "x"])
     assert status == 2 and out == ""
-    assert err.splitlines() == [f"minigpt: error: unknown command {typo!r}; did you mean {suggestion}?"]
+    assert err.splitlines() == [f"minigpt: error: invalid choice: {typo!r} is not a command; did you mean {suggestion}?"]
 
 
 def test_unknown_command_lists_the_commands(capsys):
     status, _, err = run(capsys, ["xyzzy"])
     commands = list(cli.build_parser().commands)
-    assert status == 2 and err.splitlines() == [f"minigpt: error: unknown command 'xyzzy'; commands: {', '.join(commands)}"]
+    assert status == 2 and err.splitlines() == [f"minigpt: error: invalid choice: 'xyzzy' is not a command; commands: {', '.join(commands)}"]
     assert {"train", "eval", "gradcheck", "reproduce", "derive", "bench", "sweep"} <= set(commands)
 
 
