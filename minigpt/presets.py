@@ -16,8 +16,8 @@ PRESETS = {
         "train": dict(steps=2000, batch_size=256, lr=3e-3, warmup_steps=200, weight_decay=0.01, eval_every=250),
         "data": dict(a=("uniform", -1.0, 1.0), b=("uniform", -1.0, 1.0), x0=("uniform", -1.0, 1.0), length=20),
     },
-    # first: tiny's model trained ~17x longer on larger batches (README "Your first training run"): 1000 steps x
-    # batch 64 reached 12-28x below copying over seeds 0-2 (batch 32 x 60 steps, i.e. tiny: 0.25x, worse than copying).
+    # first: tiny's model, ~17x the steps on twice the batch (the README's first training run). 1000 steps x batch 64
+    # reached 12-28x below copying over seeds 0-2 (one shard); tiny's 60 steps x batch 32 end at 0.25x, worse than copying.
     "first": {
         "model": dict(n_layers=3, d_model=16, n_heads=2, d_mlp=32, n_ctx=16),
         "train": dict(steps=1000, batch_size=64, lr=3e-3, warmup_steps=50, eval_every=250, eval_size=1024),
