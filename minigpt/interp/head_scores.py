@@ -53,6 +53,9 @@ COLUMNS = ("current", "previous", "first", "probe_cur", "probe_prev", "copy_cur"
            "ov_gain", "ov_r2", "dc_rel", "corr_x", "corr_dx", "corr_est0", "corr_need")
 
 
+_EXACT = 1e-9  # a sum of squared residuals below this share of the total is a perfect fit (float32 rounding: ~1e-14)
+
+
 def pattern_score(pattern, predicted, t_min=1):
     """Mean over sequences and query rows t >= t_min of sum_j min(A[t, j], P[t, j]).
 
@@ -134,7 +137,9 @@ def similarity_fit(scores, x, t_min=2):
     return dict(
         alpha=alpha, beta=beta,
         r2=float(1 - sse_f / sst) if sst > 0 else 0.0,
-        sim_r2=float((sse_r - sse_f) / sse_r) if sse_r > 0 else 0.0,
+        # a perfect fit by the controls alone (sse_r at rounding level, e.g. a purely positional head) leaves
+        # nothing for the similarity terms to explain: partial R^2 0, not a ratio of rounding errors
+        sim_r2=float((sse_r - sse_f) / sse_r) if sse_r > _EXACT * sst else 0.0,
         sim_effect=float(alpha * sd1 - beta * sd2),
         per_t=per_t,
     )
