@@ -45,6 +45,14 @@ def test_local_table(local):
     h0 = int(claims["copy"]["best_head"][3:])
     ratio = res["ablation"]["resample"]["ratio_t2"][0][h0]
     assert r["claim_copy"] == (res["scores"]["copy"][0][h0] >= 0.5 and ratio >= 2.0) and r["copy_l0_ablation_ratio"] == ratio
+    # the tiny runs flag few heads, so plant flags in a copy of the analysis: only the last layer's count as "_last"
+    for layer, expect in ((0, False), (L - 1, True)):
+        fake = json.loads(json.dumps(res))
+        for rd in ("logit", "ov", "anti", "any"):
+            fake["classes"]["ns_" + rd] = [[l == layer] * res["n_heads"] for l in range(L)]
+        job = {k: rows[0][k] for k in ("run", "setting", "preset", "seed")}
+        row = sweep.make_row(dict(job, overrides=[]), fake, {})
+        assert [row[f"ns_{rd}_last"] for rd in ("logit", "ov", "anti", "any")] == [expect] * 4, layer
     assert r["train.steps"] == STEPS and r["train.eval_every"] == EVERY and r["model.n_layers"] == 3 and r["data.a"] == '["uniform", -1.0, 1.0]'
     T = r["data.length"] - 1
     per_pos = [r[f"mse_pos{t}"] for t in range(T)]
