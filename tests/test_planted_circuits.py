@@ -84,16 +84,15 @@ def test_planted_model_computes_its_closed_form(circuit, model, data):
 
 
 # ----------------------------------------------------------------------------- ablation
-def _resample_perm(model, x, y, circuit, head=(1, 1)):
-    """The permutation head_ablation's resample used, read off the copying head's channel: the ablated run's
+def _resample_perm(model, x, y, circuit, seed=0):
+    """The permutation head_ablation's resample used, read off the copying head L1H1's channel: the ablated run's
     channel at sequence i must equal the clean channel of one sequence perm[i]."""
-    l, h = head
     seen = []
-    with model.hooks([(f"blocks.{l}.hook_attn_out", lambda a, hook: seen.append(a[:, :, circuit.dim(f"L{l}H{h}")].copy()))]):
-        head_ablation(model, x, y, "resample", seed=0, heads=[head])
+    dim = circuit.dim("L1H1")
+    with model.hooks([("blocks.1.hook_attn_out", lambda a, hook: seen.append(a[:, :, dim].copy()))]):
+        head_ablation(model, x, y, "resample", seed=seed, heads=[(1, 1)])
     clean, ablated = seen  # base run, then the ablated run
-    d = np.abs(ablated[:, None, :] - clean[None, :, :]).sum(-1)  # [i, j]
-    perm = d.argmin(1)
+    perm = np.abs(ablated[:, None, :] - clean[None, :, :]).sum(-1).argmin(1)  # [i] -> the j whose output i received
     np.testing.assert_array_equal(ablated, clean[perm])  # exactly another sequence's output, position by position
     return perm
 
@@ -103,17 +102,7 @@ def test_resample_ablation_really_resamples(circuit, model, data):
     perm = _resample_perm(model, x, y, circuit)
     assert sorted(perm) == list(range(len(x)))  # a permutation
     assert (perm != np.arange(len(x))).all()  # a derangement: no sequence keeps its own head output
-    # and a different seed draws a different permutation
-    assert not np.array_equal(perm, _resample_perm_seed(model, x, y, circuit, 1))
-
-
-def _resample_perm_seed(model, x, y, circuit, seed):
-    seen = []
-    dim = circuit.dim("L1H1")
-    with model.hooks([("blocks.1.hook_attn_out", lambda a, hook: seen.append(a[:, :, dim].copy()))]):
-        head_ablation(model, x, y, "resample", seed=seed, heads=[(1, 1)])
-    d = np.abs(seen[1][:, None, :] - seen[0][None, :, :]).sum(-1)
-    return d.argmin(1)
+    assert not np.array_equal(perm, _resample_perm(model, x, y, circuit, seed=1))  # drawn from the seed
 
 
 @pytest.mark.parametrize("method", ["zero", "mean", "resample"])
@@ -341,9 +330,25 @@ def test_head_scores_on_the_planted_heads(circuit, model, data):
     # logits of the positional and pattern-only heads depend on key positions / the key alone (the fit's controls):
     # the similarity terms explain nothing
     assert s["sim_r2"][0, 2] == 0.0 and s["sim_r2"][2, 0] == 0.0 and s["sim_r2"][1, 1] == 0.0
-    # L1H0 attends to t-1 and writes x_{t-2} (read from L0H0): its previous-term probe is the R^2 of x_{t-1} on that
+    # L1H0 attends to t-1 and writes x_{t-2} (read from L0H0): its previous-term probe is the R^2 of x_{t-1} on that.
+    # On these sequences x_{t-2} explains ~0.76 of x_{t-1}, so by the definition (copy >= 0.5) it is labelled a copying
+    # head of the previous term although it copies x_{t-2}: a limit of the definition, not of the tool
     out = ch["L1H0"][:, sl].ravel()
-    assert s["probe_prev"][1, 0] == pytest.approx(_corr(out, x[:, :-1].ravel()) ** 2, abs=1e-9)
+    r2 = _corr(out, x[:, :-1].ravel()) ** 2
+    assert s["probe_prev"][1, 0] == pytest.approx(r2, abs=1e-9) and r2 > 0.5 and c["copy_kind"][1, 0] == "previous"
+
+
+def test_logit_reading_labels_a_pattern_even_without_output(data):
+    """The logit reading is a property of the pattern alone: an inert head (zero OV) with a negative-similarity pattern
+    is flagged ns_logit, while the OV and anti readings (which need dc_rel >= 0.05) and its ablation (exactly 0) are not.
+    The claim test guards against it by also requiring the ablation ratio."""
+    c = PL.Circuit([PL.inert(0, 0, beta=-4.0), PL.copying(0, 1)], n_layers=1, n_heads=2, n_ctx=T, readout={"L0H0": 1.0, "L0H1": 1.0})
+    m = c.model()
+    x, y = data
+    s = head_scores(m, x, y)
+    cl = classify_heads(s)
+    assert cl["ns_logit"][0, 0] and not cl["ns_ov"][0, 0] and not cl["ns_anti"][0, 0] and s["dc_rel"][0, 0] == 0.0
+    assert head_ablation(m, x, y, "resample")["table"][0, 0] == 0.0
 
 
 def test_anti_copy_reading_on_a_planted_opposing_head(data):

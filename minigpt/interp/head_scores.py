@@ -17,7 +17,8 @@ Value-similarity fit (per query position t >= 2, pooled over sequences; then poo
   (the controls absorb what a 1-d read-in with positional embeddings and LayerNorm produces from the key
   alone or from positions, so alpha and beta measure how the logit depends on x_t and x_j *jointly*).
   ``alpha``, ``beta``: mean coefficients over t;  ``r2``: R^2 of the full fit;  ``sim_r2``: partial
-  R^2 of the two similarity regressors (how much of the rest they explain);  ``sim_effect`` =
+  R^2 of the two similarity regressors (how much of the rest they explain; 0 when the controls alone fit the
+  logits exactly, e.g. a purely positional head);  ``sim_effect`` =
   alpha sd(x_t x_j) - beta sd(|x_t - x_j|), in nats: > 0 prefers similar keys, < 0 dissimilar ones.
 
 Output scores (through the frozen final LayerNorm, see ``attribution``):
