@@ -22,6 +22,11 @@ Residual layout, d_model = 3 + n_ctx + n_layers * n_heads:
     dim 3 + n_ctx + l * n_heads + h: the output of head (l, h).
 No LayerNorm, attention only; biases zero except ``b_U``.  A head not given a spec has all-zero weights:
 uniform attention and zero output.  Hard positional patterns (copying, previous-token) leak exp(-60).
+
+Ready-made: ``reference_circuit`` (every kind of head, one composition), ``claim_circuit`` (the paper's two claims
+made true or false by construction), ``layer_bias_model`` / ``layer_bias_resid`` (a LayerNorm model whose residual is
+known in closed form, for the lens's LayerNorm choices) and ``head_recurrence`` (sequences whose next term is a copy
+plus a planted similarity head, for ``theory.heads.copy_plus_head_fit``).
 """
 from __future__ import annotations
 
