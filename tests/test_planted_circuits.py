@@ -429,10 +429,6 @@ def test_copy_plus_head_fit_recovers_the_planted_gain(beta, gamma):
     assert TH.copy_plus_head_fit(x, -beta, P)["r2"] < 1 - 1e-5  # (the right one is exact to 1e-10)
 
 
-@pytest.mark.xfail(strict=True, reason="theory.heads.fit_similarity_pattern clips p at floor=1e-12 before taking logs: a head whose "
-                   "logits span more than ~27 nats in a row (beta = -4 on length-9 affine sequences, |x| up to ~8) gets a beta "
-                   "biased toward 0 (-1.38 here). theory/heads.py is outside this change; censoring p < floor instead of "
-                   "clipping would make this pass")
 def test_fit_similarity_pattern_on_a_saturated_planted_head(circuit, model, data):
     x, _ = data
     _, cache = model.run_with_cache(x)

@@ -203,49 +203,50 @@ def fit_similarity_pattern(pattern, x, positional: bool = True, floor: float = 1
     """Fit logits beta x_t x_j (+ P[t, j]) to an empirical causal pattern [batch, T, T] on inputs x [batch, T].
 
     Softmax is invariant to a per-row constant, so within each row (query t) the centred log-pattern
-    log p_tj - mean_{j<=t} log p_tj is regressed on the centred features (x_t x_j and, if positional,
-    one-hot (t, j)): linear least squares, exact when the pattern is such a head. Returns beta, pos_bias
-    [T, T] (row-centred, zeros above the diagonal), r2_logits (on the centred log-pattern) and r2 (on
-    the pattern itself: 1 - SSE / SST of the probabilities, rows with t >= 1).
+    log p_tj - mean_j log p_tj is regressed on the centred features (x_t x_j and, if positional, one-hot (t, j)):
+    linear least squares, exact when the pattern is such a head. Entries with p <= ``floor`` are left out of the
+    fit (censored, not clipped: clipping them to the floor would pull beta toward 0 for a head whose logits span
+    more than -log(floor) nats in a row), and each row is centred over the entries it keeps. Returns beta,
+    pos_bias [T, T] (row-centred over j <= t, zeros above the diagonal), r2_logits (on the centred log-pattern of
+    the kept entries) and r2 (on the pattern itself: 1 - SSE / SST of the probabilities, rows with t >= 1).
     """
     p = np.asarray(pattern, dtype=float)
     x = np.asarray(x, dtype=float)
     Bn, T = x.shape
-    mask = _causal(T)
-    logp = np.log(np.maximum(p, floor))
-    cnt = mask.sum(1)  # [T] keys per query
+    causal = _causal(T)
+    keep = causal & (p > floor)  # [B, T, T] entries that enter the fit
+    cnt = np.maximum(keep.sum(-1, keepdims=True), 1)  # [B, T, 1] kept keys per row
 
-    def centre(v):  # [..., T, T] -> row-centred over j <= t, zero elsewhere
-        v = np.where(mask, v, 0.0)
-        return np.where(mask, v - v.sum(-1, keepdims=True) / cnt[:, None], 0.0)
+    def centre(v):  # [B, T, T] -> centred over the kept keys of each row, zero elsewhere
+        v = np.where(keep, v, 0.0)
+        return np.where(keep, v - v.sum(-1, keepdims=True) / cnt, 0.0)
 
-    y = centre(logp)  # [B, T, T]
+    y = centre(np.log(np.where(keep, p, 1.0)))  # [B, T, T]
     sim = centre(x[:, :, None] * x[:, None, :])  # [B, T, T]
-    rows, cols = np.nonzero(mask)
-    keep = rows >= 1  # row 0 has a single key: nothing to fit
-    rows, cols = rows[keep], cols[keep]
-    feats = [sim[:, rows, cols].reshape(-1)]
-    if positional:  # one-hot of (t, j), centred within the row; identical for every sequence
-        onehot = np.zeros((len(rows), len(rows)))
-        for i, (t, j) in enumerate(zip(rows, cols)):
-            same_row = rows == t
-            onehot[same_row, i] -= 1.0 / cnt[t]
-            onehot[i, i] += 1.0
-        feats += list(np.tile(onehot, (Bn, 1)).T)
-    A = np.stack(feats, 1)  # [B * n_entries, n_features]
-    target = y[:, rows, cols].reshape(-1)
+    rows_t, cols_j = np.nonzero(causal & (np.arange(T)[:, None] >= 1))  # the fitted cells (t, j), t >= 1
+    sel = keep[:, rows_t, cols_j].reshape(-1)  # [B * n_cells] rows of the regression that are kept
+    feats = [sim[:, rows_t, cols_j].reshape(-1)]
+    if positional:  # one-hot of (t, j), centred over the kept keys of its row: M[b, t, j, j'] = [j == j'] - keep/cnt
+        M = np.eye(T)[None, None] - (keep / cnt)[:, :, None, :]  # [B, T, T(j), T(j')]
+        onehot = np.zeros((Bn, len(rows_t), len(rows_t)))
+        for t in range(1, T):
+            here = np.nonzero(rows_t == t)[0]  # the cells of row t
+            onehot[:, here[:, None], here[None, :]] = M[:, t][:, cols_j[here]][:, :, cols_j[here]]
+        feats += list(onehot.reshape(Bn * len(rows_t), -1).T)
+    A = np.stack(feats, 1)[sel]  # [n_kept, n_features]
+    target = y[:, rows_t, cols_j].reshape(-1)[sel]
     coef, *_ = np.linalg.lstsq(A, target, rcond=None)
     beta = float(coef[0])
     P = np.zeros((T, T))
     if positional:
-        P[rows, cols] = coef[1:]
-        P = centre(P)
+        P[rows_t, cols_j] = coef[1:]
+        P = np.where(causal, P - np.where(causal, P, 0.0).sum(-1, keepdims=True) / causal.sum(-1, keepdims=True), 0.0)
     fitted = similarity_pattern(x, beta, P)
     resid_logits = target - A @ coef
     sst_l = float(((target - target.mean()) ** 2).sum())
-    sel = p[:, rows, cols]
-    sse = float(((sel - fitted[:, rows, cols]) ** 2).sum())
-    sst = float(((sel - sel.mean()) ** 2).sum())
+    obs = p[:, rows_t, cols_j]
+    sse = float(((obs - fitted[:, rows_t, cols_j]) ** 2).sum())
+    sst = float(((obs - obs.mean()) ** 2).sum())
     return {"beta": beta, "pos_bias": P, "r2_logits": _r2(float((resid_logits**2).sum()), sst_l),
             "r2": _r2(sse, sst), "fitted": fitted}
 
