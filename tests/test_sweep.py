@@ -38,6 +38,13 @@ def test_local_table(local):
         want[f"ns_{rd}_last"] = any(cls["ns_" + rd][L - 1])  # the last layer, not layer 0 or 1
     for rd in ("logit", "ov", "anti"):
         want[f"claim_ns_{rd}"] = claims["negsim"][rd]["holds"]
+    v2 = res["claims_v2"]  # the verdict columns (definitions v2): from the per-criterion flags of the run's analysis
+    want["v2_copy"] = any(c["attend"] >= 0.5 and c["unique"] >= 0.5 and c["resample_ratio"] >= 2 for c in v2["copy_rows"])
+    for row_name, sign in (("ns_similar", 1), ("ns_dissimilar", -1)):
+        want["v2_" + row_name] = any(sign * n["r_sim"] >= 0.3 and n["ov_gain"] <= -0.2 and n["resample_ratio"] >= 2 and n["selective_ratio"] >= 1.5
+                                     for n in v2["negsim_rows"])
+    want["v2_refines"] = any(n["pcorr_error"] >= 0.3 for n in v2["negsim_rows"])
+    assert [n["head"] for n in v2["negsim_rows"]] == [f"L{L - 1}H{h}" for h in range(res["n_heads"])]
     assert {col for col, _ in sweep.MECHANISM_COLUMNS} == set(want)
     for col in want:
         assert r[col] is want[col], col
