@@ -3,6 +3,7 @@
 ``MINIGPT_LESSON_FAST=1`` shrinks batches and training runs so the whole lesson set runs in seconds
 (tests/test_lessons.py); the numbers printed then are noisier than in a normal run.
 ``MINIGPT_LESSON_SOLUTIONS=1`` fills exercises with the reference solutions from ``solutions.py``.
+``MINIGPT_LESSON_CHECKPOINT=path`` analyses another checkpoint in lessons 3-5 (default: the shipped paper_s0).
 """
 import os
 import sys
@@ -20,7 +21,7 @@ if ROOT not in sys.path:  # run from a checkout without installing: minigpt and 
 FAST = os.environ.get("MINIGPT_LESSON_FAST", "") not in ("", "0")
 SOLUTIONS = os.environ.get("MINIGPT_LESSON_SOLUTIONS", "") not in ("", "0")
 OUT = os.environ.get("MINIGPT_LESSON_OUT", os.path.join(HERE, "figures"))
-CHECKPOINT = os.path.join(ROOT, "report", "checkpoints", "paper_s0.npz")
+CHECKPOINT = os.environ.get("MINIGPT_LESSON_CHECKPOINT", os.path.join(ROOT, "report", "checkpoints", "paper_s0.npz"))
 
 
 def out(name):

@@ -243,7 +243,7 @@ def _steps_softmax():
         Step(sp.Eq(sp.Derivative(p[0], x[1]), -p[0] * p[1]), "x_1 is only in Z", defs),
         Step(sp.Eq(J, sp.diag(*p) - P * P.T), "all nine entries at once: J = diag(p) - p p^T", defs),
         Step(sp.Eq(s, sum(gi * pi for gi, pi in zip(g, p))), "backward pass: upstream gradient g, loss L = sum_i g_i p_i; s = p . g", defs),
-        Step(sp.Eq(dx[0], p[0] * (g[0] - s)), "dL/dx_i = p_i (g_i - s): J^T g without forming J", defs),
+        Step(sp.Eq(dx[0], p[0] * (g[0] - s)), "dL/dx_i = p_i (g_i - s) (shown for i = 0): J^T g without forming J", defs),
     ]
 
 
@@ -263,16 +263,16 @@ def _steps_layernorm():
         Step(sp.Eq(mu, sum(x) / D), "LayerNorm of 3 values: the mean", defs),
         Step(sp.Eq(var, sum((xi - mu) ** 2 for xi in x) / D), "the (biased) variance", defs),
         Step(sp.Eq(r, 1 / sp.sqrt(var + eps)), "r: the reciprocal standard deviation", defs),
-        Step(sp.Eq(xhat[0], (x[0] - mu) * r), "normalised value; the output is out_i = w_i xhat_i + b_i", defs),
+        Step(sp.Eq(xhat[0], (x[0] - mu) * r), "normalised value xhat_i = (x_i - mu) r (shown for i = 0); the output is out_i = w_i xhat_i + b_i", defs),
         Step(sp.Eq(L, sum(gi * (wi * xh + bi) for gi, wi, xh, bi in zip(g, w, xhat, b))), "loss seen by the op: upstream gradient g", defs),
-        Step(sp.Eq(sp.Derivative(L, b[0]), g[0]), "db_i = g_i", defs),
-        Step(sp.Eq(sp.Derivative(L, w[0]), g[0] * xhat[0]), "dw_i = g_i xhat_i", defs),
-        Step(sp.Eq(sp.Derivative(r, x[0]), -(r**3) * (x[0] - mu) / D), "r depends on every x_i through the variance", defs),
+        Step(sp.Eq(sp.Derivative(L, b[0]), g[0]), "db_i = g_i (shown for i = 0)", defs),
+        Step(sp.Eq(sp.Derivative(L, w[0]), g[0] * xhat[0]), "dw_i = g_i xhat_i (shown for i = 0)", defs),
+        Step(sp.Eq(sp.Derivative(r, x[0]), -(r**3) * (x[0] - mu) / D), "r depends on every x_i through the variance: dr/dx_i = -r^3 (x_i - mu)/D", defs),
         Step(sp.Eq(sp.Derivative(xhat[0], x[0]), r * (1 - (1 + xhat[0] ** 2) / D)), "diagonal: d xhat_i / d x_i = r (1 - (1 + xhat_i^2)/D)", defs),
         Step(sp.Eq(sp.Derivative(xhat[0], x[1]), -r * (1 + xhat[0] * xhat[1]) / D), "off-diagonal: d xhat_i / d x_j = -r (1 + xhat_i xhat_j)/D", defs),
         Step(sp.Eq(m1, sum(gw) / D), "with gw_i = g_i w_i, the mean m_1 of gw", defs),
         Step(sp.Eq(m2, sum(gwi * xh for gwi, xh in zip(gw, xhat)) / D), "and m_2, the mean of gw_i xhat_i", defs),
-        Step(sp.Eq(dx[0], r * (gw[0] - m1 - xhat[0] * m2)), "chain rule summed over i: dx_j = r (gw_j - m_1 - xhat_j m_2)", defs),
+        Step(sp.Eq(dx[0], r * (gw[0] - m1 - xhat[0] * m2)), "chain rule summed over i: dx_j = r (gw_j - m_1 - xhat_j m_2) (shown for j = 0)", defs),
     ]
 
 
