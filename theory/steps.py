@@ -40,25 +40,23 @@ def expand_defs(expr, defs):
     return expr
 
 
-def _sides(step, vals=None):
-    """(lhs - rhs, |lhs| + |rhs|) with every meaning substituted (and the values ``vals``, if given), evaluated.
+def _expanded(step):
+    """(lhs, rhs, is_matrix): meanings substituted; scalar sides also evaluated symbolically (integrals, sums).
 
-    Matrix equations are compared entrywise; they are evaluated after substituting numbers (a symbolic
-    2x2 inverse of polynomials is slow), scalar ones symbolically first (integrals, sums)."""
+    Matrix sides stay unevaluated until numbers are in (a symbolic 2x2 inverse of polynomials is slow)."""
     lhs, rhs = (expand_defs(side, step.defs) for side in (step.eq.lhs, step.eq.rhs))
     if hasattr(lhs, "shape") or hasattr(rhs, "shape"):
-        if vals is None:
-            return None
+        return lhs, rhs, True
+    return lhs.doit(), rhs.doit(), False
+
+
+def _at(lhs, rhs, is_matrix, vals):
+    """(lhs - rhs, |lhs| + |rhs|) at the values ``vals``, evaluated (matrices entrywise)."""
+    if is_matrix:
         lhs, rhs = (sp.Matrix(side.xreplace(vals).doit()).doit() for side in (lhs, rhs))
         return lhs - rhs, sum(sp.Abs(v) for v in lhs) + sum(sp.Abs(v) for v in rhs)
-    lhs, rhs = lhs.doit(), rhs.doit()
-    if vals is not None:
-        lhs, rhs = lhs.xreplace(vals).doit(), rhs.xreplace(vals).doit()
+    lhs, rhs = lhs.xreplace(vals).doit(), rhs.xreplace(vals).doit()
     return lhs - rhs, sp.Abs(lhs) + sp.Abs(rhs)
-
-
-def _free(step):
-    return set().union(*(expand_defs(side, step.defs).free_symbols for side in (step.eq.lhs, step.eq.rhs)))
 
 
 def _sample(free, domain, rng):
@@ -86,15 +84,14 @@ def check(step: Step, points: int = 3, seed: int = 0, exact: bool = False) -> st
     (relative to the size of lhs and rhs); with ``exact`` also ``simplify(lhs - rhs) == 0`` is tried."""
     if not isinstance(step.eq, (sp.Equality, sp.Rel)):
         raise AssertionError(f"{step.why!r}: not an equation: {step.eq!r}")
-    if exact:
-        sides = _sides(step)
-        if sides is not None and sp.simplify(sides[0]) == 0:
-            return "exact"
+    lhs, rhs, is_matrix = _expanded(step)
+    if exact and not is_matrix and sp.simplify(lhs - rhs) == 0:
+        return "exact"
     rng = np.random.default_rng(seed)
-    free = _free(step)
+    free = set(lhs.free_symbols) | set(rhs.free_symbols)
     for _ in range(points):
         vals = _sample(free, step.domain, rng)
-        diff, size = _sides(step, vals)
+        diff, size = _at(lhs, rhs, is_matrix, vals)
         d, s = sp.N(diff, 30), sp.N(size, 30)
         try:
             d = max((abs(complex(v)) for v in d), default=0.0) if isinstance(d, sp.MatrixBase) else abs(complex(d))
