@@ -300,7 +300,7 @@ def _steps_vector():
         Step(sp.Eq(x[3] - xs, A**3 * (x[0] - xs)), "the distance to x* is multiplied by A each step: converges iff every |eigenvalue| < 1", defs),
         Step(sp.Eq(d[1], A * d[0]), "differences d_n = x_(n+1) - x_n: b drops out, d_(n+1) = A d_n", defs),
         Step(sp.Eq(sp.Determinant(Z), (-1) ** k * sp.Determinant(K)),
-             "k + 1 equations x_(i+1) = A x_i + b, design Z with rows (x_i^T, 1): det Z = (-1)^k det [d_0, A d_0, ...]", defs),
+             "the k + 1 equations x_(i+1) = A x_i + b have design Z, rows (x_i^T, 1): det Z = (-1)^k det K, K = [d_0, A d_0]", defs),
         Step(sp.Eq(D1, A * D0), "difference matrices D_0 = [d_0, d_1], D_1 = [d_1, d_2]: (A, b) identifiable iff d_0 is a cyclic vector of A", defs),
         Step(sp.Eq(x[4], x[3] + D1 * D0.inverse() * d[2]), "so A = D_1 D_0^-1, and from x_0 .. x_3 the next term is x_3 + A d_2: copy, then correct", defs),
         Step(sp.Eq(x[3] - x[2], (A - I) * x[2] + b), "copying x_t errs by (A - I) x_t + b, as in the scalar case", defs),
