@@ -102,8 +102,12 @@ def test_latex_document_structure_and_compiles(tmp_path):
     _tex_balanced(doc)
     for name in TOPICS:
         assert rf"\section*{{{derive.tex_escape(name)}}}" in doc
-    text = re.sub(r"\\\[.*?\\\]", "", doc, flags=re.S)  # text mode only: no unescaped specials
-    assert not re.search(r"(?<!\\)[_^%&#$]", text.replace(r"\textasciicircum{}", ""))
+    text = re.sub(r"\\\[.*?\\\]", "", doc, flags=re.S)  # text mode only
+    for line in text.splitlines():
+        assert len(re.findall(r"(?<!\\)\$", line)) % 2 == 0, line  # inline math opens and closes on its line
+        outside = re.sub(r"(?<!\\)\$.*?(?<!\\)\$", "", line)
+        assert not re.search(r"(?<!\\)[_^%&#$]", outside.replace(r"\textasciicircum{}", "")), line
+    assert "$x_{t+1}$" in derive.tex_text("x_(t+1)") and derive.tex_text("50% & #1") == r"50\% \& \#1"
     with pytest.raises(AssertionError):
         _tex_balanced(doc.replace(r"\end{enumerate}", "", 1))  # the structure check can fail
     engine = shutil.which("pdflatex") or shutil.which("lualatex") or shutil.which("tectonic")

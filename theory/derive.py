@@ -10,6 +10,7 @@ topic's one-line description.
 """
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 
 import sympy as sp
@@ -74,16 +75,37 @@ def tex_escape(s: str) -> str:
     return "".join(_TEX_ESCAPES.get(ch, ch) for ch in s)
 
 
+# a token with subscripts/superscripts in the reasons' plain notation: x_t, x_(t+1), a^n, x_0^2, Delta^(m+1)
+_SCRIPT = r"(?:[_^](?:\([^()\s]*\)|[A-Za-z0-9]+|-1))"
+_MATH_TOKEN = re.compile(rf"\b[A-Za-z]+{_SCRIPT}+")
+_GREEK = {"alpha", "beta", "gamma", "delta", "Delta", "epsilon", "kappa", "lambda", "mu", "pi", "phi", "Phi", "rho", "sigma"}
+
+
+def tex_text(s: str) -> str:
+    """A reason line for LaTeX: tokens like x_(t+1) or a^n become inline math ($x_{t+1}$, $a^{n}$), the rest
+    is escaped text."""
+    out, pos = [], 0
+    for m in _MATH_TOKEN.finditer(s):
+        out.append(tex_escape(s[pos:m.start()]))
+        token = re.sub(r"([_^])\(([^()]*)\)", r"\1{\2}", m.group())  # x_(t+1) -> x_{t+1}
+        token = re.sub(r"([_^])([A-Za-z0-9]+|-1)", r"\1{\2}", token)  # a^n -> a^{n}
+        token = re.sub(r"^[A-Za-z]+", lambda w: "\\" + w.group() if w.group() in _GREEK else w.group(), token)
+        out.append(f"${token}$")
+        pos = m.end()
+    out.append(tex_escape(s[pos:]))
+    return "".join(out)
+
+
 def latex_document(topics) -> str:
     """A complete LaTeX document: one section per topic, an enumerated list of reasons and display equations."""
     out = [r"\documentclass{article}", r"\usepackage[T1]{fontenc}", r"\usepackage{amsmath,amssymb}",
            r"\usepackage[margin=2cm]{geometry}", r"\begin{document}"]
     for name in topics:
         out.append(rf"\section*{{{tex_escape(name)}}}")
-        out.append(tex_escape(describe(name)))
+        out.append(tex_text(describe(name)))
         out.append(r"\begin{enumerate}")
         for step in steps(name):
-            out.append(rf"\item {tex_escape(step.why)}")
+            out.append(rf"\item {tex_text(step.why)}")
             out.append(rf"\[ {sp.latex(step.eq)} \]")
         out.append(r"\end{enumerate}")
     out.append(r"\end{document}")
