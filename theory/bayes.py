@@ -539,7 +539,7 @@ def _steps_bayes_floor_paper():
     return [
         Step(sp.Eq(W, width), "for 0 < x_0 <= 1, a lies in [-1, 1] and keeps b = x_1 - a x_0 in [-1, 1]: an interval of length W",
              {W: width}, {**pos, _x1: (-1 - x0, 1 + x0)}),
-        Step(sp.Eq(W, w_lo), "for x_1 in [-1 - x_0, x_0 - 1] the b-constraint cuts the top: W = U - L", {W: width}, {**pos, _x1: lo}),
+        Step(sp.Eq(W, w_lo), "for x_1 in [-1 - x_0, x_0 - 1] the b-constraint cuts the top of the interval", {W: width}, {**pos, _x1: lo}),
         Step(sp.Eq(W, 2), "for x_1 in [x_0 - 1, 1 - x_0] nothing is cut: a is uniform on [-1, 1]", {W: width}, {**pos, _x1: mid}),
         Step(sp.Eq(W, w_hi), "for x_1 in [1 - x_0, 1 + x_0] the b-constraint cuts the bottom", {W: width}, {**pos, _x1: hi}),
         Step(sp.Eq(m, W**3 * (_x1 - x0) ** 2 / 96),

@@ -55,12 +55,15 @@ def render(topic: str | None = None, latex: bool = False) -> str:
     return latex_document(topics) if latex else "\n".join(text(name) for name in topics)
 
 
+_DISPLAY = {recurrence.x0: sp.Symbol("x_0", real=True)}  # print x0 as x_0, as the reasons write it (LaTeX does already)
+
+
 def text(topic: str) -> str:
     """One topic as plain text: a header, then "k. reason" and the equation indented below it."""
     out = [f"# {topic}: {describe(topic)}"]
     for i, step in enumerate(steps(topic), 1):
         out.append(f"{i}. {step.why}")
-        body = sp.pretty(step.eq, use_unicode=False, wrap_line=False)
+        body = sp.pretty(step.eq.xreplace(_DISPLAY), use_unicode=False, wrap_line=False)
         out.extend("    " + line.rstrip() for line in body.splitlines())
     out.append("")
     return "\n".join(out)
