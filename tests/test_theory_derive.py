@@ -10,6 +10,7 @@ import sympy as sp
 import minigpt.cli as cli
 from minigpt.data import AffineRecurrence
 from theory import bayes, derive
+from theory.recurrence import term_poly
 from theory.steps import Step, check
 
 TOPICS = list(derive.TOPICS)
@@ -57,7 +58,7 @@ def test_position1_floor_of_the_paper_prior_is_2_15(all_steps):
 
 def test_copy_coefficient_by_position():
     """c_t = E[x_{t+1} x_t] / E[x_t^2]: exact moments, the float machinery and a least-squares fit agree."""
-    exact = [bayes.expect_uniform(bayes.term_poly(t + 1) * bayes.term_poly(t)) / bayes.expect_uniform(bayes.term_poly(t) ** 2)
+    exact = [bayes.expect_uniform(term_poly(t + 1) * term_poly(t)) / bayes.expect_uniform(term_poly(t) ** 2)
              for t in range(6)]
     assert exact[:4] == [0, sp.Rational(3, 4), sp.Rational(25, 23), sp.Rational(42, 41)]
     assert all(1.02 < float(c) < 1.09 for c in exact[2:])
