@@ -23,6 +23,8 @@ from functools import lru_cache
 import numpy as np
 import sympy as sp
 
+from .steps import Step
+
 _HARD = 60.0  # positional logit making a head one-hot: leakage e^-60 ~ 1e-26
 
 
@@ -323,30 +325,46 @@ def head_closed_form(kind: str, x, beta: float = 0.0, gamma: float = 1.0, pos_bi
 
 
 # ----------------------------------------------------------------------------- teaching
+# Each topic: a list of ``theory.steps.Step`` (equation, one-line reason, meaning of its symbols).
+def derivation_steps(topic: str) -> list:
+    """Steps of one of this module's ``TOPICS``, for ``minigpt derive``."""
+    return TOPICS[topic]()
+
+
 def _steps_similarity():
-    series, form = symbolic_expansion(3, 2)
-    beta = sp.Symbol("beta", real=True)
+    """The similarity head as the slope of a cumulant generating function; its small-beta expansion."""
     xs = sp.symbols("x_0:3", real=True)
-    mean, var = arithmetic_context()
-    t = sp.Symbol("t", integer=True, nonnegative=True)
+    beta, lam = sp.Symbol("beta", real=True), sp.Symbol("lambda", real=True)
+    w = sp.symbols("w_0:3", positive=True)
+    h, K = sp.Symbol("h"), sp.Function("K")
+    h0, h1, h2 = sp.symbols("h_0 h_1 h_2")
+    mu, var, k3 = sp.Symbol("mu"), sp.Symbol("sigma^2"), sp.Symbol("kappa_3")
+    head = sum(wj * xj for wj, xj in zip(w, xs)) / sum(w)
+    defs = {h: head, **{wj: sp.exp(beta * xs[2] * xj) for wj, xj in zip(w, xs)},
+            K: sp.Lambda(lam, sp.log(sum(sp.exp(lam * xj) for xj in xs) / 3)),
+            mu: sum(xs) / 3, var: sum((xj - mu) ** 2 for xj in xs) / 3, k3: sum((xj - mu) ** 3 for xj in xs) / 3}
+    head_b = head.xreplace({wj: sp.exp(beta * xs[2] * xj) for wj, xj in zip(w, xs)})  # as a function of beta
+    taylor = {h0: head_b.subs(beta, 0), h1: sp.diff(head_b, beta).subs(beta, 0), h2: sp.diff(head_b, beta, 2).subs(beta, 0) / 2}
+    t, j = sp.symbols("t j", integer=True, nonnegative=True)
     x0, b = sp.symbols("x0 b", real=True)
-    lam = sp.Symbol("lambda")
+    mean_t, var_t = arithmetic_context()
+    mu_t, var_t_s, x_t = sp.Symbol("mu_t"), sp.Symbol("sigma_t^2"), sp.Symbol("x_t")
+    arith = {mu_t: sp.Sum(x0 + j * b, (j, 0, t)) / (t + 1), var_t_s: sp.Sum((x0 + j * b) ** 2, (j, 0, t)) / (t + 1) - mu_t**2,
+             x_t: x0 + t * b}
     return [
-        ("similarity head, 3 terms, query x_2: zeroth order in beta is the context mean", series.coeff(beta, 0)),
-        ("first order coefficient of beta", sp.factor(series.coeff(beta, 1))),
-        ("= x_t times the context variance (difference is 0)", sp.expand(series.coeff(beta, 1) - xs[2] * sp.expand(sum((xi - sum(xs) / 3) ** 2 for xi in xs) / 3))),
-        ("second order = (x_t^2 / 2) * third central moment (difference is 0)", sp.expand(series - form)),
-        ("in general: out/gamma = K'(lambda) at lambda = beta x_t, K = log mean_j exp(lambda x_j)",
-         sp.Eq(sp.Symbol("out/gamma"), sp.Derivative(sp.Function("K")(lam), lam))),
-        ("a = 1 family: context mean at query t", mean),
-        ("a = 1 family: context variance at query t", var),
-        ("x_t - mean = t b / 2, so x_t + (2/t)(x_t - mean) = x_t + b is exact on a = 1", sp.simplify(x0 + t * b - mean)),
+        Step(sp.Eq(h, head), "query x_2 averages the context x_0, x_1, x_2 with weights w_j = exp(beta x_2 x_j)", defs),
+        Step(sp.Eq(sp.Matrix(w), sp.Matrix([sp.exp(beta * xs[2] * xj) for xj in xs]), evaluate=False),
+             "the weights: beta > 0 favours keys similar to x_2, beta < 0 (negative similarity) dissimilar ones", defs),
+        Step(sp.Eq(h, sp.Subs(sp.Derivative(K(lam), lam), lam, beta * xs[2])),
+             "h is the slope of K(lambda) = log mean_j exp(lambda x_j), the context's cumulant generating function", defs),
+        Step(sp.Eq(h0, mu), "order 0 in beta: every weight is 1, so the head returns the context mean", {**defs, **taylor}),
+        Step(sp.Eq(h1, xs[2] * var), "order 1: the slope in beta is x_2 times the context variance", {**defs, **taylor}),
+        Step(sp.Eq(h2, xs[2] ** 2 * k3 / 2), "order 2: (x_2^2 / 2) times the third central moment (cumulants of K)", {**defs, **taylor}),
+        Step(sp.Eq(mu_t, mean_t), "a = 1 family x_j = x_0 + j b: the mean of the context x_0 .. x_t", arith),
+        Step(sp.Eq(var_t_s, var_t), "and its variance", arith),
+        Step(sp.Eq(x_t + 2 / t * (x_t - mu_t), x_t + b),
+             "x_t - mu_t = t b / 2, so x_t + (2/t)(x_t - mu_t) is the next term x_(t+1) exactly", arith),
     ]
 
 
 TOPICS = {"similarity_head": _steps_similarity}
-
-
-def derivation_steps(topic: str) -> list:
-    """Steps (caption, sympy expression) of one of this module's ``TOPICS``, for ``minigpt derive``."""
-    return TOPICS[topic]()
