@@ -252,3 +252,16 @@ def test_gradients_are_directional_derivatives_of_the_oracle(kw):
         numeric = (4 * slope(direction, h / 2) - slope(direction, h)) / 3
         analytic = sum(float(np.sum(grads[n] * direction[n])) for n in grads)
         assert analytic == pytest.approx(numeric, rel=1e-7)
+
+
+def test_sharded_loss_and_grad_matches_the_oracle():
+    """threads=2: half the batch here, half in a helper process, the losses weighted by their shares."""
+    model = build(CONFIGS[0], seed=5)
+    xy = sequences(seed=5, n=7)  # an odd batch: unequal shares
+    x, y = xy[:, :-1], xy[:, 1:]
+    loss, grads = model.loss_and_grad(x, y, threads=2)
+    assert loss == pytest.approx(oracle_mse(model.params, model.cfg, x, y), rel=1e-12)
+    _, one = model.loss_and_grad(x, y, threads=1)
+    scale = max(np.abs(g).max() for g in one.values())  # b_K's gradient is 0 up to rounding: compare on this scale
+    for name, g in one.items():
+        np.testing.assert_allclose(grads[name], g, rtol=1e-10, atol=1e-12 * scale, err_msg=name)

@@ -78,6 +78,11 @@ BUGS = [
          find="b_qkv = np.stack([b_Q, b_K, b_V])", replace="b_qkv = np.stack([b_Q, b_V, b_K])",
          tests=ORACLE,
          why="the fused q/k/v bias puts b_V on the keys and b_K on the values"),
+    dict(id="model-shard-loss-unweighted", file=MODEL,
+         find="return loss * share, self._backward(dpred, C)", replace="return loss, self._backward(dpred, C)",
+         tests=ORACLE,
+         why="with threads > 1 each shard's loss is added unweighted (the gradients stay weighted): the "
+             "one-thread path, which every other test uses, is unaffected"),
     # ------------------------------------------------------------------ Bayes predictor and floor
     dict(id="theory-posterior-mean-first-three-terms", file=BAYES,
          find="return next_from_three(prefix[..., -3], prefix[..., -2], prefix[..., -1])",
