@@ -54,7 +54,7 @@ def degenerate_priors(draw, kind):
         pri["x0"] = _point(draw, st.just(0.0))
     elif kind == "a_near_0":
         w = draw(st.floats(1e-9, 1e-6))
-        pri["a"] = ("uniform", -w, draw(st.floats(-w, w)) + w)
+        pri["a"] = ("uniform", -w, draw(st.floats(0.0, 2 * w)))
     elif kind == "a_near_0_normal":
         pri["a"] = ("normal", draw(st.floats(-1e-6, 1e-6)), draw(st.floats(1e-9, 1e-6)))
     elif kind == "fixed_point":
