@@ -426,12 +426,12 @@ def _inner_mixed(v, task) -> float:
     A, B = task.a, task.b
     if A[0] == "normal":  # x1 = a v + b, a normal, b uniform: edges at ma v + {bl, bh}, scale sa |v|
         (ma, sa), (bl, bh) = A[1:], B[1:]
+        if v == 0:  # x1 = b says nothing about a: Var(a | x0, x1) = sa^2 and (x1 - x0)^2 = b^2
+            return sa**2 * float(moment(B, 2))
         edges, scale = (ma * v + bl, ma * v + bh), sa * abs(v)
-    else:  # a uniform, b normal: edges at {al, ah} v + mb, scale sb
+    else:  # a uniform, b normal: edges at {al, ah} v + mb, scale sb > 0 (a point b is handled by the caller)
         (al, ah), (mb, sb) = A[1:], B[1:]
         edges, scale = (al * v + mb, ah * v + mb), sb
-    if scale == 0:
-        return 0.0
     lo, hi = min(edges) - _TAIL * scale, max(edges) + _TAIL * scale
     knots = np.unique(np.clip(np.concatenate([e + _STEPS * scale for e in edges]), lo, hi))
     p_lo, p_hi = knots[:-1, None], knots[1:, None]
