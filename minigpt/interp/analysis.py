@@ -135,7 +135,8 @@ def null_gain(A, x, t_min=1):
     held, xh = A[half:, t_min:], x[half:]
     sse_sim = float(((similarity_pattern(xh, fit["beta"], fit["pos_bias"])[:, t_min:] - held) ** 2).sum())
     sse_null = float(((A[:half, t_min:].mean(0) - held) ** 2).sum())
-    gain = 1.0 - sse_sim / sse_null if sse_null > 0 else 0.0
+    scale = float((held ** 2).sum())
+    gain = 1.0 - sse_sim / sse_null if sse_null > 1e-12 * scale else 0.0  # a purely positional pattern: nothing for beta to explain
     return {"null_gain": gain, "null_counts": bool(gain >= NULL_MARGIN), "beta_train": fit["beta"]}
 
 
