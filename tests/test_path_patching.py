@@ -123,6 +123,22 @@ def test_path_into_values_keys_queries_and_readout(pair, relay):
     assert all(abs(v) < 1e-12 for v in grid.values()), grid
 
 
+def test_noising_direction(pair):
+    """direction="noise": the clean run with the corrupted sender routed into the values; the damage is the share of the
+    whole corruption's squared displacement, computed here from the planted model's closed form."""
+    clean, corrupt = pair
+    m = planted()
+    pc, pk = prev(clean), prev(corrupt)
+    sl = slice(2, None)
+    got = path_patch_grid(m, clean, corrupt, [(0, 0)], [(1, 0)], intos=("v", "qk"), metric_pos=sl, direction="noise")
+    pred = expected(clean, pk, pc, pc, 0.0)
+    want = ((pred - m(clean))[:, sl] ** 2).mean() / ((m(corrupt) - m(clean))[:, sl] ** 2).mean()
+    assert got[((0, 0), (1, 0), "v")] == pytest.approx(want, abs=1e-10) and want > 0.01
+    assert abs(got[((0, 0), (1, 0), "qk")]) < 1e-12
+    with pytest.raises(ValueError, match="direction"):
+        path_patch_grid(m, clean, corrupt, [(0, 0)], [(1, 0)], direction="sideways")
+
+
 def test_relay_path_is_frozen(pair):
     """Patching the whole sender (its z) moves the prediction through every path; the path into the last layer's values
     moves it only through that path: the difference is exactly the relay's and the direct path's share."""

@@ -18,6 +18,15 @@ at ``metric_pos``.  Here only one path carries the clean information:
 
 ``receiver=None`` is the direct path to the read-out: delta is added to the final residual (the final LN
 recomputed).  Heads are ``(layer, head)`` tuples.
+
+``path_patch_grid(..., direction="noise")`` runs the other way, as Wang et al. do: the *clean* run with the
+sender's *corrupted* output routed along the path, scored by the damage done,
+
+    damage = mean (pred_patched - pred_clean)^2 / mean (pred_corrupt - pred_clean)^2
+
+(0: the path carries nothing the prediction needs; 1: as much damage as corrupting the whole input).  Denoising asks
+"is this path sufficient to bring the answer back", noising "is it necessary"; with redundant paths the first can be
+near 0 while the second is large.
 """
 from __future__ import annotations
 
@@ -96,16 +105,27 @@ def path_patch(model, clean_x, corrupt_x, sender, receiver, into="v", metric_pos
     return restored_fraction(pred, clean_pred, corrupt_pred, metric_pos), pred
 
 
-def path_patch_grid(model, clean_x, corrupt_x, senders, receivers, intos=("qk", "v"), metric_pos=-1):
-    """``{(sender, receiver, into): restored fraction}`` for every sender, receiver in a later layer (or
-    ``None``: the direct path to the read-out) and input, sharing the two cached runs."""
+def damage_fraction(pred, clean, corrupt, metric_pos):
+    """``mean (pred - clean)^2 / mean (corrupt - clean)^2`` at ``metric_pos`` (nan when the runs agree)."""
+    return 1.0 - restored_fraction(pred, clean, corrupt, metric_pos)
+
+
+def path_patch_grid(model, clean_x, corrupt_x, senders, receivers, intos=("qk", "v"), metric_pos=-1, direction="denoise"):
+    """``{(sender, receiver, into): value}`` for every sender, receiver in a later layer (or ``None``: the direct path
+    to the read-out, ``into`` = "direct") and input, sharing the two cached runs.  ``direction``: "denoise" (the
+    corrupted run, the clean sender routed along the path; restored fraction) or "noise" (the clean run, the
+    corrupted sender routed along the path; damage fraction)."""
+    if direction not in ("denoise", "noise"):
+        raise ValueError(f"direction must be 'denoise' or 'noise', got {direction!r}")
     clean_pred, clean_cache, corrupt_pred, corrupt_cache = _runs(model, clean_x, corrupt_x)
+    base_x, src, dst = (corrupt_x, clean_cache, corrupt_cache) if direction == "denoise" else (clean_x, corrupt_cache, clean_cache)
+    score = restored_fraction if direction == "denoise" else damage_fraction
     out = {}
     for s in senders:
         for r in receivers:
             if r is not None and r[0] <= s[0]:
                 continue
             for into in (intos if r is not None else ("v",)):
-                pred = model.run_with_hooks(corrupt_x, path_patch_hooks(model, clean_cache, corrupt_cache, s, r, into))
-                out[(s, r, into if r is not None else "direct")] = restored_fraction(pred, clean_pred, corrupt_pred, metric_pos)
+                pred = model.run_with_hooks(base_x, path_patch_hooks(model, src, dst, s, r, into))
+                out[(s, r, into if r is not None else "direct")] = score(pred, clean_pred, corrupt_pred, metric_pos)
     return out
