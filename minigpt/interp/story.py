@@ -222,11 +222,15 @@ def story_lines(s):
     return out
 
 
-def render(s, out_dir, title=""):
-    """Draw the story's figures into ``out_dir/figures`` and write ``out_dir/STORY.md``; returns ``{name: path}``
-    (``"markdown"``: STORY.md)."""
+N_FIGURES = 5  # figures drawn by ``render``
+
+
+def render(s, out_dir, title="", progress=None):
+    """Draw the story's ``N_FIGURES`` figures into ``out_dir/figures`` and write ``out_dir/STORY.md``; returns
+    ``{name: path}`` (``"markdown"``: STORY.md).  ``progress(name)`` is called after each figure."""
     from . import plots
 
+    tick = progress or (lambda name: None)
     fig_dir = os.path.join(out_dir, "figures")
     p = lambda name: os.path.join(fig_dir, name + ".png")  # noqa: E731
     ex, c, lt = s["example"], s["copy_head"], s["late"]
@@ -234,12 +238,17 @@ def render(s, out_dir, title=""):
     figs = {}
     figs["copy_head"] = plots.copy_head_figure(ex["copy_attention"], ex["copy_mean"], c["head"], 0 if c["kind"] == "current" else 1, ex["x"], p("copy_head"),
                                                title=f"{title}layer 0: {c['head']} copies {c['term']}")
+    tick("copy head figure")
     figs["refine_head"] = plots.refine_head_figure(ex["x"], ex["query"], ex["focus_row"], ex["read_dc"], ex["read_dc_slope"], s["focus_head"], p("refine_head"),
                                                    title=f"{title}layer {L - 1}: {s['focus_head']}")
+    tick("refine head figure")
     figs["lens"] = plots.estimate_lens_figure(ex["x"], ex["y"], ex["estimates"], s["stages"], s["lens"]["mse"], s["lens"]["dist_xt"], s["copy_t2"],
                                               s["t_min"], p("lens"), title=f"{title}the estimate through the layers")
+    tick("lens figure")
     figs["circuit"] = plots.circuit_figure(s, p("circuit"), title=f"{title}the circuit, with measured effects")
+    tick("circuit figure")
     figs["late_positions"] = plots.late_positions_figure(s, p("late_positions"), title=f"{title}late positions")
+    tick("late positions figure")
     figs["markdown"] = _write_markdown(s, figs, out_dir)
     return figs
 
