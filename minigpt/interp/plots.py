@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import os
+import textwrap
 
 import matplotlib
 
@@ -21,9 +22,10 @@ from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Rectangle  # noq
 
 # Okabe & Ito (2008): orange, sky blue, bluish green, yellow, blue, vermillion, reddish purple, black
 OKABE_ITO = ["#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#000000"]
+LINES = [c for c in OKABE_ITO if c != "#F0E442"]  # for lines on white: without the pale yellow
 SEQ_CMAP = "cividis"
 DIV_CMAP = "RdBu_r"
-STYLE = {"axes.prop_cycle": matplotlib.cycler(color=OKABE_ITO), "axes.grid": True, "grid.alpha": 0.25, "axes.titlesize": 10,
+STYLE = {"axes.prop_cycle": matplotlib.cycler(color=LINES), "axes.grid": True, "grid.alpha": 0.25, "axes.titlesize": 10,
          "axes.labelsize": 9, "xtick.labelsize": 8, "ytick.labelsize": 8, "legend.fontsize": 7, "figure.dpi": 110,
          "savefig.bbox": "tight", "image.cmap": SEQ_CMAP}
 
@@ -157,7 +159,7 @@ def mse_vs_theory(model: dict, measured: dict, closed: dict, path, floor=None, t
         ax.fill_between(pos, c(lo), c(hi), color="k", alpha=0.15)
     names = list(dict.fromkeys(list(measured) + list(closed or {})))
     for i, name in enumerate(names):
-        col = OKABE_ITO[i % len(OKABE_ITO)]
+        col = LINES[i % len(LINES)]
         cf = (closed or {}).get(name)
         if cf is not None:
             pos = np.array([t for t, v in enumerate(cf) if v is not None])
@@ -188,7 +190,8 @@ def lens_by_layer(mse: dict, labels, path, title="Prediction lens: MSE by layer"
     fig, axes = plt.subplots(1, len(mse), figsize=(5.5 * len(mse), 4.2), squeeze=False)
     for ax, (name, m) in zip(axes[0], mse.items()):
         for i, lab in enumerate(labels):
-            ax.plot(np.maximum(m[i], 1e-12), label=plain_stage(lab), lw=2.2 if i == len(labels) - 1 else 1.3)
+            last = i == len(labels) - 1
+            ax.plot(np.maximum(m[i], 1e-12), label=plain_stage(lab), lw=2.2 if last else 1.3, color="black" if last else LINES[i % len(LINES)])
         for k, (lab, v) in enumerate((reference or {}).items()):
             ax.plot(np.maximum(np.asarray(v, np.float64), 1e-12), ls="--", color="0.35", lw=1.2, label=lab)
         ax.set_yscale("log")
@@ -197,7 +200,7 @@ def lens_by_layer(mse: dict, labels, path, title="Prediction lens: MSE by layer"
         ax.set_ylabel("MSE against the next term")
         ax.legend()
         if notes and name in notes:
-            ax.text(0.0, -0.2, notes[name], transform=ax.transAxes, fontsize=7, va="top", wrap=True)
+            ax.text(0.0, -0.17, textwrap.fill(notes[name], 95), transform=ax.transAxes, fontsize=7, va="top")
     fig.suptitle(title)
     return _save(fig, path)
 
@@ -256,15 +259,16 @@ def logit_vs_similarity(panels, path, title="Attention logit vs x_t x_j (row-cen
 @styled
 def training_curves(histories: dict, path, title="Training"):
     """``histories {label: [eval records with step, train_loss, eval_mse]}``; labels ``"<setting> s<seed>"`` share a
-    colour per setting and a line style per seed, so many runs stay distinguishable."""
+    colour per setting and a line style and marker per seed, so many runs stay distinguishable."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True, constrained_layout=True)
     settings = list(dict.fromkeys(k.rsplit(" s", 1)[0] for k in histories))
-    styles = ["-", "--", "-.", ":", (0, (5, 1)), (0, (1, 1)), (0, (3, 1, 1, 1, 1, 1))]
+    styles, markers = ["-", "--", "-.", ":"], ["o", "s", "^", "D", "v", "P", "X"]
     seen: dict = {}
     for name, hist in histories.items():
         st = name.rsplit(" s", 1)[0]
         k = seen[st] = seen.get(st, -1) + 1
-        kw = dict(color=OKABE_ITO[settings.index(st) % len(OKABE_ITO)], ls=styles[k % len(styles)], lw=1.4, label=name)
+        kw = dict(color=LINES[settings.index(st) % len(LINES)], ls=styles[k % len(styles)], marker=markers[k % len(markers)], ms=3.5, lw=1.4,
+                  label=name)
         steps = [r["step"] for r in hist]
         axes[0].plot(steps, [r["eval_mse"] for r in hist], **kw)
         axes[1].plot(steps, [r["train_loss"] for r in hist], **kw)
@@ -273,7 +277,7 @@ def training_curves(histories: dict, path, title="Training"):
         ax.set_xlabel("training step")
         ax.set_ylabel(what)
         ax.set_title(what)
-    axes[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="colour: setting, line: seed", title_fontsize=7)
+    axes[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="colour: setting; line and marker: seed", title_fontsize=7)
     fig.suptitle(title)
     return _save(fig, path)
 
@@ -366,7 +370,7 @@ def estimate_lens_figure(x, y, estimates, stages, mse, dist_xt, copy_mse, t_min,
     ax.plot(t, y, "k-", lw=2.4, label="target x_(t+1)")
     ax.plot(t, x, ls="--", color="0.45", lw=1.5, label="copy x_t")
     for i, lab in enumerate(stages):
-        ax.plot(t[t_min:], est[i][t_min:], "o-", ms=3, lw=1.1, color=OKABE_ITO[i % len(OKABE_ITO)], label=f"estimate {lab}")
+        ax.plot(t[t_min:], est[i][t_min:], "o-", ms=3, lw=1.1, color=LINES[i % len(LINES)], label=f"estimate {lab}")
     ax.set_xlabel("position t")
     ax.set_ylabel("value")
     ax.set_title("one sequence")
