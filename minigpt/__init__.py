@@ -4,19 +4,21 @@ from .config import ModelConfig, TrainConfig
 from .model import Transformer
 
 __version__ = "0.1.0"
-__all__ = ["ModelConfig", "TrainConfig", "Transformer", "data", "ops", "optim", "train"]
+__all__ = ["ModelConfig", "TrainConfig", "Transformer", "data", "ops", "optim", "train", "extensions_report"]
+
+# Imported on first use to keep ``import minigpt`` light; the attribute is the real function, so
+# ``help(minigpt.train)`` shows ``minigpt.training.train`` with its signature and docstring.
+_LAZY = {"train": ("training", "train"), "extensions_report": ("extensions", "extensions_report")}
 
 
-def train(*args, **kwargs):
-    """Train a model; see ``minigpt.train.train`` (imported lazily to keep ``import minigpt`` light)."""
-    from .training import train as _train
+def __getattr__(name):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'minigpt' has no attribute {name!r}")
+    import importlib
 
-    return _train(*args, **kwargs)
+    module, attr = _LAZY[name]
+    return getattr(importlib.import_module(f".{module}", __name__), attr)
 
 
-def extensions_report(*args, **kwargs):
-    """Analyse models trained on the linear / polynomial tasks and write ``report/extensions.md``; see
-    ``minigpt.extensions.extensions_report`` (imported lazily)."""
-    from .extensions import extensions_report as _report
-
-    return _report(*args, **kwargs)
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

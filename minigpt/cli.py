@@ -203,12 +203,25 @@ def cmd_sweep(args) -> int:
     return sweep_main(args)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="minigpt", description="A numpy GPT-style transformer that learns affine recurrences in context.")
-    sub = p.add_subparsers(dest="command", parser_class=_Parser)
+def _preset_list(presets) -> str:
+    """The ``train --help`` epilog: every preset in ``minigpt.presets`` with its one-line description."""
+    width = max(len(n) for n in presets.PRESETS)
+    lines = [f"  {n:<{width}}  {presets.DESCRIPTIONS.get(n, '')}".rstrip() for n in presets.PRESETS]
+    return "presets (--preset NAME):\n" + "\n".join(lines)
 
-    t = sub.add_parser("train", help="train a model (presets: paper, tiny)")
-    t.add_argument("--preset", default=None, help="named preset (default: paper)")
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__, presets
+
+    p = _Parser(prog="minigpt", description="A numpy GPT-style transformer that learns affine recurrences in context.")
+    p.add_argument("--version", action="version", version=f"minigpt {__version__}", help="print the version and exit")
+    sub = p.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
+    p.commands = sub.choices  # name -> subparser, filled in below
+
+    t = sub.add_parser("train", help=f"train a model (presets: {', '.join(presets.PRESETS)})",
+                       description="Train one model and report its held-out MSE against copying the last term.",
+                       epilog=_preset_list(presets), formatter_class=argparse.RawDescriptionHelpFormatter)
+    t.add_argument("--preset", default=None, metavar="NAME", help="named preset, listed below (default: paper)")
     t.add_argument("--out", required=True, help="run folder: config.json, metrics.jsonl, checkpoint.npz")
     t.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                    help="override a setting, e.g. model.d_model=32, train.steps=200, data.length=12 (repeatable)")
@@ -220,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(fn=cmd_train)
 
     e = sub.add_parser("eval", help="MSE by position of a checkpoint against every baseline")
-    e.add_argument("checkpoint")
+    e.add_argument("checkpoint", help="a checkpoint.npz written by minigpt train, or a bare model file")
     e.add_argument("--n", type=int, default=4096, help="held-out sequences (default 4096)")
     e.add_argument("--seed", type=int, default=12345, help="seed of the held-out sequences")
     e.add_argument("--preset", default="paper", help="data settings for a bare model file (default paper)")
@@ -228,8 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(fn=cmd_eval)
 
     g = sub.add_parser("gradcheck", help="hand-written gradients against float64 central differences")
-    g.add_argument("--preset", default="paper")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--preset", default="paper", help="preset whose n_layers the small checked models use (default paper)")
+    g.add_argument("--seed", type=int, default=0, help="seed of the random parameters and inputs (default 0)")
     g.set_defaults(fn=cmd_gradcheck)
 
     r = sub.add_parser("reproduce", help="the copy-then-refine story of one paper model, in minutes (--full: the multi-seed report)",
@@ -258,14 +271,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(fn=cmd_reproduce)
 
     d = sub.add_parser("derive", help="print a derivation from the theory package, step by step")
-    d.add_argument("topic", nargs="?", default=None)
-    d.add_argument("--latex", action="store_true")
+    d.add_argument("topic", nargs="?", default=None, help="what to derive (omit to list the topics)")
+    d.add_argument("--latex", action="store_true", help="print LaTeX instead of plain text")
     d.set_defaults(fn=cmd_derive)
 
     b = sub.add_parser("bench", help="time a training step")
-    b.add_argument("--config", default="paper")
-    b.add_argument("--steps", type=int, default=20)
-    b.add_argument("--threads", type=int, default=None)
+    b.add_argument("--config", default="paper", help="model to time: a name in minigpt.bench.CONFIGS, or all (default paper)")
+    b.add_argument("--steps", type=int, default=20, help="timed training steps (default 20)")
+    b.add_argument("--threads", type=int, default=None, help="shards per step (default: time both 1 and 2)")
     b.set_defaults(fn=cmd_bench)
 
     w = sub.add_parser("sweep", help="presets x overrides x seeds: train, probe emergence, analyse; one CSV/JSON table and report/sweep.md")
@@ -287,6 +300,14 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--quiet", action="store_true", help="no progress lines")
     w.set_defaults(fn=cmd_sweep)
     return p
+
+
+def check_command(argv, commands) -> None:
+    """A mistyped command (``minigpt trian``) is one line with a suggestion, not argparse's list of choices."""
+    from .config import did_you_mean
+
+    if argv and not argv[0].startswith("-") and argv[0] not in commands:
+        raise UsageError(f"invalid choice: {argv[0]!r} is not a command; {did_you_mean(None, argv[0], list(commands), kind='commands')}")
 
 
 def _one_line(e: BaseException) -> str:
@@ -311,13 +332,13 @@ def main(argv=None) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            if argv is not None:
-                argv = [a if isinstance(a, str) else os.fsdecode(a) for a in argv]
+            argv = sys.argv[1:] if argv is None else [a if isinstance(a, str) else os.fsdecode(a) for a in argv]
             parser = build_parser()
+            check_command(argv, parser.commands)
             args = parser.parse_args(argv)
             if args.command is None:
                 parser.print_help()
-                return fail("error: choose a command: " + ", ".join(_COMMANDS), 2)
+                return fail("error: choose a command: " + ", ".join(parser.commands), 2)
             status = int(args.fn(args) or 0)
         except SystemExit as e:  # --help
             return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
@@ -342,9 +363,6 @@ def main(argv=None) -> int:
             if not issubclass(w.category, RuntimeWarning):
                 print(f"minigpt: warning: {_one_line(Exception(w.message))}", file=sys.stderr)
     return status
-
-
-_COMMANDS = ("train", "eval", "gradcheck", "reproduce", "derive", "bench", "sweep")
 
 
 def entry_point():  # console script

@@ -146,14 +146,16 @@ class TrainConfig:
         return cls(**_check_fields(cls, "train", d))
 
 
-def did_you_mean(section, name, known) -> str:
-    """``"did you mean model.d_model?"`` for a near miss, else the list of known fields."""
+def did_you_mean(section, name, known, kind="fields") -> str:
+    """``"did you mean model.d_model?"`` for a near miss, else the list of known fields (``"model fields:
+    ..."``).  ``section=None`` drops the prefix: ``"did you mean train?"``, else ``"commands: ..."``."""
     import difflib
 
+    prefix = f"{section}." if section else ""
     close = difflib.get_close_matches(str(name), known, n=1)
     if close:
-        return f"did you mean {section}.{close[0]}?"
-    return f"{section} fields: {', '.join(known)}"
+        return f"did you mean {prefix}{close[0]}?"
+    return f"{section + ' ' if section else ''}{kind}: {', '.join(known)}"
 
 
 def _check_fields(cls, section, d) -> dict:
