@@ -57,6 +57,11 @@ def test_unique_r2_is_one_for_the_term_and_zero_for_its_correlates():
     mix = 0.7 * w[..., 2:] + 0.3 * w[..., :1]
     assert C.corr(mix, w[..., 1]) > 0.9
     assert abs(C.unique_r2(mix, x, 1)) < 1e-9
+    # an encoding that changes with the position (the sign flips from one t to the next): each position's probe reads
+    # it exactly; one probe pooled over positions cannot
+    flip = w[..., 1:2] * np.where(np.arange(w.shape[1]) % 2, 1.0, -1.0)[None, :, None]
+    assert C.unique_r2(flip, x, 1) == pytest.approx(1.0, abs=1e-9)
+    assert C.unique_r2(flip, x, 1, pooled=True) < 0.2
 
 
 # ----------------------------------------------------------------------------- claim 1 on planted heads

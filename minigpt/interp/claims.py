@@ -74,21 +74,29 @@ def window(x, t_min=T_MIN):
     return np.stack([x[:, t_min - 2 + i : T - 2 + i] for i in range(3)], -1)
 
 
-def unique_r2(feats, x, k, t_min=T_MIN):
+def unique_r2(feats, x, k, t_min=T_MIN, pooled=False):
     """How much of x_{t-k} that the other terms of the window do not explain, ``feats`` explain: the held-out
     partial R^2 ``1 - SSE(probe from feats and the other terms) / SSE(probe from the other terms alone)``.
 
     ``feats [batch, T - t_min, F]`` (e.g. a head's output vectors at t >= t_min). 1 when feats carry x_{t-k}
-    exactly; 0 when they carry nothing beyond the other terms (however well they correlate with x_{t-k})."""
+    exactly; 0 when they carry nothing beyond the other terms (however well they correlate with x_{t-k}).
+    Fitted and scored at each position t separately and averaged over t (a trained head's encoding of a value
+    depends on the position); ``pooled=True``: one probe over all positions (the first, pre-registered reading)."""
     w = window(x, t_min)  # [B, T', 3]
-    B = w.shape[0]
+    feats = np.asarray(feats, np.float64).reshape(w.shape[0], w.shape[1], -1)
+    if pooled:
+        return _partial_r2(feats.reshape(-1, feats.shape[-1]), w.reshape(-1, 3), k, w.shape[0])
+    return float(np.mean([_partial_r2(feats[:, i], w[:, i], k, w.shape[0]) for i in range(w.shape[1])]))
+
+
+def _partial_r2(feats, w, k, n_seq):
+    """``feats [N, F]``, ``w [N, 3]`` (x_{t-2}, x_{t-1}, x_t) ordered sequence by sequence: held-out partial R^2."""
     own = 2 - k
-    target = w[..., own].reshape(-1)  # [N]
-    others = np.delete(w, own, axis=-1).reshape(-1, 2)  # [N, 2]
-    full = np.concatenate([np.asarray(feats, np.float64).reshape(len(target), -1), others], 1)
+    target = w[:, own]  # [N]
+    others = np.delete(w, own, axis=-1)  # [N, 2]
     sse = []
-    for F in (full, others):
-        pred, cut = probe_fit(F, target, B)
+    for F in (np.concatenate([feats, others], 1), others):
+        pred, cut = probe_fit(F, target, n_seq)
         sse.append(((target[cut:] - pred[cut:]) ** 2).sum())
     return float(1.0 - sse[0] / sse[1]) if sse[1] > 0 else 0.0
 
@@ -154,8 +162,8 @@ def copy_table(cache, x, layer=0, t_min=T_MIN):
     for k in OFFSETS:
         for h in range(A.shape[1]):
             attend = float(A[:, h, t, t - k].mean())
-            unique = unique_r2(R[:, t_min:, h], x, k, t_min)
-            rows.append(dict(head=f"L{layer}H{h}", h=h, k=k, attend=attend, unique=unique))
+            rows.append(dict(head=f"L{layer}H{h}", h=h, k=k, attend=attend, unique=unique_r2(R[:, t_min:, h], x, k, t_min),
+                             unique_pooled=unique_r2(R[:, t_min:, h], x, k, t_min, pooled=True)))
     return rows
 
 
