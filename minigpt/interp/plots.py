@@ -450,54 +450,61 @@ def circuit_figure(s, path, title=""):
 
 @styled
 def late_positions_figure(s, path, title=""):
-    """(left) MSE by position: all sequences, |a| < threshold, |a| >= threshold, and the copy baseline; (right) the
-    copy head's weight on the copied term by position: all, converged and still-moving sequences."""
-    lt = s["late"]
-    fig, axes = plt.subplots(1, 3, figsize=(17, 4.2), constrained_layout=True)
+    """(left) MSE by position: the model, the model with the copy head forced onto the copied term from the breakdown
+    on, sequences with small and large |a|, the copy baseline; (middle) where the copy head looks: its heaviest key
+    and its weight on the copied term by query position; (right) why: the logit margin of the copied key and the
+    share of the logit variance due to key position alone."""
+    lt, c = s["late"], s["copy_head"]
+    fig, axes = plt.subplots(1, 3, figsize=(17, 4.4), constrained_layout=True)
     ax = axes[0]
     pos = np.arange(len(s["mse_by_pos"]))
     tm = s["t_min"]
-    c = lambda v: np.maximum(np.asarray(v, np.float64), 1e-12)  # noqa: E731
-    ax.plot(pos[tm:], c(s["mse_by_pos"])[tm:], "k-", lw=2.2, label="model, all sequences")
-    ax.plot(pos[tm:], c(lt["mse_fast_by_pos"])[tm:], color=OKABE_ITO[2], lw=1.5, label=f"model, |a| < {lt['a_threshold']}")
+    cl = lambda v: np.maximum(np.asarray(v, np.float64), 1e-12)[tm:]  # noqa: E731
+    ax.plot(pos[tm:], cl(s["mse_by_pos"]), "k-", lw=2.2, label="model")
+    if lt.get("mse_forced_by_pos") is not None:
+        ax.plot(pos[tm:], cl(lt["mse_forced_by_pos"]), "--", color=LINES[5 % len(LINES)], lw=1.8,
+                label=f"model, {c['head']} forced onto {c['term']} from t = {lt['breakdown']}")
+    ax.plot(pos[tm:], cl(lt["mse_fast_by_pos"]), color=LINES[2], lw=1.3, label=f"model, sequences with |a| < {lt['a_threshold']}")
     if lt["mse_slow_by_pos"] is not None:
-        ax.plot(pos[tm:], c(lt["mse_slow_by_pos"])[tm:], color=OKABE_ITO[5], lw=1.5, label=f"model, |a| >= {lt['a_threshold']} ({lt['share_slow']:.0%} of sequences)")
-    ax.plot(pos[tm:], c(s["copy_by_pos"])[tm:], ls="--", color="0.45", lw=1.2, label="copy baseline")
-    ax.axvline(lt["late_from"] - 0.5, color="0.6", lw=0.8, ls=":")
+        ax.plot(pos[tm:], cl(lt["mse_slow_by_pos"]), color=LINES[0], lw=1.3, label=f"model, |a| >= {lt['a_threshold']} ({lt['share_slow']:.0%})")
+    ax.plot(pos[tm:], cl(s["copy_by_pos"]), ls=":", color="0.45", lw=1.3, label="copy baseline")
+    if lt["breakdown"] is not None:
+        ax.axvline(lt["breakdown"] - 0.5, color="0.6", lw=0.8, ls=":")
     ax.set_yscale("log")
     ax.set_xlabel("position t (predicting term t+1)")
     ax.set_ylabel("MSE")
-    ax.set_title("where the late-position error comes from")
+    ax.set_title("MSE by position")
     ax.legend()
     ax = axes[1]
     dp = np.asarray(lt["diag_pos"])
-    nan = lambda v: np.array([np.nan if u is None else u for u in v], np.float64)  # noqa: E731
-    ax.plot(dp, lt["diag_mean"], "k-", lw=2.2, label="all sequences")
-    ax.plot(dp, nan(lt["diag_converged"]), "o-", ms=3, color=OKABE_ITO[0], label=f"converged: |x_t - x_(t-1)| < {lt['converged_threshold']}")
-    ax.plot(dp, nan(lt["diag_moving"]), "s-", ms=3, color=OKABE_ITO[4], label="still moving")
-    ax3 = ax.twinx()
-    ax3.fill_between(dp, 0, lt["share_converged"], color="0.5", alpha=0.15, step="mid")
-    ax3.set_ylim(0, 1)
-    ax3.set_ylabel("share of sequences converged (shaded)")
-    ax3.grid(False)
-    ax.set_ylim(0, 1)
+    off = 0 if c["kind"] == "current" else 1
+    ax.plot(dp, dp - off, ls="--", color="0.5", lw=1.2, label=f"copied key ({c['term']})")
+    ax.plot(dp, lt["diag_top_key"], "o", color=LINES[4], ms=5, label="heaviest key (mean pattern)")
     ax.set_xlabel("query position t")
-    ax.set_ylabel(f"{s['copy_head']['head']}'s weight on {s['copy_head']['term']}")
-    ax.set_title("the copy head's diagonal, by convergence")
-    ax.legend(loc="lower left")
+    ax.set_ylabel("key position")
+    ax5 = ax.twinx()
+    ax5.plot(dp, lt["diag_mean"], "-", color=LINES[5], lw=1.6, label=f"weight on {c['term']}")
+    ax5.set_ylim(0, 1.05)
+    ax5.set_ylabel(f"mean weight on {c['term']}", color=LINES[5])
+    ax5.grid(False)
+    h1, l1 = ax.get_legend_handles_labels()
+    h2, l2 = ax5.get_legend_handles_labels()
+    ax.legend(h1 + h2, l1 + l2, loc="upper left")
+    ax.set_title(f"where {c['head']} looks")
     ax = axes[2]
-    ax.plot(dp, nan(lt["diag_margin"]), "o-", ms=3, color=OKABE_ITO[5], label="logit margin of the copied key over the best other key")
+    nan = lambda v: np.array([np.nan if u is None else u for u in v], np.float64)  # noqa: E731
+    ax.plot(dp, nan(lt["diag_margin"]), "o-", ms=3, color=LINES[5], label="logit margin of the copied key over the best other key")
     ax.axhline(0, color="0.6", lw=0.6)
     ax.set_xlabel("query position t")
     ax.set_ylabel("logit margin (nats)")
     ax4 = ax.twinx()
-    ax4.plot(dp, nan(lt["diag_pos_share"]), "s--", ms=3, color=OKABE_ITO[4], label="share of logit variance from key position")
+    ax4.plot(dp, nan(lt["diag_pos_share"]), "s--", ms=3, color=LINES[4], label="share of logit variance from key position")
     ax4.set_ylim(0, 1.05)
-    ax4.set_ylabel("share of logit variance from key position", color=OKABE_ITO[4])
+    ax4.set_ylabel("share of logit variance from key position", color=LINES[4])
     ax4.grid(False)
     h1, l1 = ax.get_legend_handles_labels()
     h2, l2 = ax4.get_legend_handles_labels()
-    ax.legend(h1 + h2, l1 + l2, loc="upper right")
-    ax.set_title("the copy head's positional signal")
+    ax.legend(h1 + h2, l1 + l2, loc="lower left")
+    ax.set_title("why: the positional signal")
     fig.suptitle(title)
     return _save(fig, path)
