@@ -319,49 +319,56 @@ def copy_head_figure(example, mean, head, offset, x, path, title=""):
 
 
 @styled
-def refine_head_figure(x, query, row, read_dc, slope, head, path, title=""):
+def refine_head_figure(x, query, row, sim_bins, read_dc, slope, head, path, title=""):
     """The last layer's head: (left) attention weights of one query over the earlier terms and each term's similarity
-    x_t x_j; (middle) weight against similarity for that query; (right) what the head writes (its direct contribution
-    to the prediction) against what it reads (sum_j A[t, j] x_j), pooled over queries, with its slope."""
+    x_t x_j; (middle) row-centred logit against row-centred similarity, that query's keys and the mean over all
+    queries by similarity decile (``sim_bins [[centre, mean logit]]``); (right) what the head writes (its direct
+    contribution to the prediction) against what it reads (sum_j A[t, j] x_j), pooled over queries, with its slope."""
     x = np.asarray(x, np.float64)
     row = np.asarray(row, np.float64)
     j = np.arange(len(row))
     sim = x[query] * x[: len(row)]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), constrained_layout=True)
     ax = axes[0]
-    ax.bar(j, row, color=OKABE_ITO[4], label="attention weight")
+    ax.bar(j, row, color=LINES[4], label="attention weight")
     ax.set_xlabel(f"key position j (query t = {query})")
-    ax.set_ylabel("attention weight", color=OKABE_ITO[4])
+    ax.set_ylabel("attention weight", color=LINES[4])
     ax2 = ax.twinx()
-    ax2.plot(j, sim, "o-", color=OKABE_ITO[5], ms=3, lw=1, label="similarity x_t x_j")
+    ax2.plot(j, sim, "o-", color=LINES[5], ms=3, lw=1, label="similarity x_t x_j")
     ax2.axhline(0, color="0.6", lw=0.6)
-    ax2.set_ylabel("similarity x_t x_j", color=OKABE_ITO[5])
+    ax2.set_ylabel("similarity x_t x_j", color=LINES[5])
     ax2.grid(False)
     ax.set_title(f"{head}: one query (x_t = {x[query]:+.2f})")
     ax = axes[1]
-    ax.scatter(sim, row, color=OKABE_ITO[4], s=18)
-    ax.set_xlabel("similarity x_t x_j")
-    ax.set_ylabel("attention weight")
-    ax.set_title("the same query: weight vs similarity")
+    lg = np.log(np.maximum(row, 1e-30))
+    ax.scatter(sim - sim.mean(), lg - lg.mean(), color=LINES[4], s=22, zorder=3, label=f"the query above (t = {query})")
+    b = np.asarray(sim_bins, np.float64).reshape(-1, 2)
+    ax.plot(b[:, 0], b[:, 1], "s-", color=LINES[2], ms=4, lw=1.6, label="all queries t >= 2: mean by similarity decile")
+    ax.axhline(0, color="0.6", lw=0.6)
+    ax.set_xlabel("similarity x_t x_j (row-centred)")
+    ax.set_ylabel("attention logit (row-centred)")
+    ax.set_title("similarity attention (uncontrolled)")
+    ax.legend()
     ax = axes[2]
     r, d = (np.asarray(v, np.float64) for v in read_dc)
-    ax.scatter(r, d, s=3, alpha=0.35, color=OKABE_ITO[2])
+    ax.scatter(r, d, s=3, alpha=0.35, color=LINES[2])
     if len(r) > 1:
         xs = np.linspace(r.min(), r.max(), 2)
-        ax.plot(xs, slope * xs + (d.mean() - slope * r.mean()), color=OKABE_ITO[5], lw=1.4, label=f"slope {slope:+.2f}")
+        ax.plot(xs, slope * xs + (d.mean() - slope * r.mean()), color=LINES[5], lw=1.4, label=f"slope {slope:+.2f}")
         ax.legend()
     ax.axhline(0, color="0.6", lw=0.6)
     ax.set_xlabel("what it reads: sum_j A[t, j] x_j")
     ax.set_ylabel("what it writes: direct contribution to the prediction")
-    ax.set_title("output vs input, all queries t >= 2")
+    ax.set_title("the negative write: output vs input, all queries t >= 2")
     fig.suptitle(title)
     return _save(fig, path)
 
 
 @styled
-def estimate_lens_figure(x, y, estimates, stages, mse, dist_xt, copy_mse, t_min, path, title=""):
+def estimate_lens_figure(x, y, estimates, stages, mse, dist_xt, copy_mse, t_min, path, title="", pred=None, model_mse=None):
     """The estimate through the layers: (left) on one sequence, each stage's estimate of the next term against x_t
-    (copying) and the target x_(t+1); (right) each stage's MSE and its distance from x_t, with the copy baseline."""
+    (copying), the target x_(t+1) and the model's prediction ``pred``; (right) each stage's MSE and its distance from
+    x_t, with the copy baseline and the model's own MSE."""
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
     est = np.asarray(estimates, np.float64)
     t = np.arange(len(x))
@@ -371,6 +378,8 @@ def estimate_lens_figure(x, y, estimates, stages, mse, dist_xt, copy_mse, t_min,
     ax.plot(t, x, ls="--", color="0.45", lw=1.5, label="copy x_t")
     for i, lab in enumerate(stages):
         ax.plot(t[t_min:], est[i][t_min:], "o-", ms=3, lw=1.1, color=LINES[i % len(LINES)], label=f"estimate {lab}")
+    if pred is not None:
+        ax.plot(t, pred, ls=(0, (1, 1)), color="black", lw=1.4, label="the model's prediction")
     ax.set_xlabel("position t")
     ax.set_ylabel("value")
     ax.set_title("one sequence")
@@ -380,6 +389,8 @@ def estimate_lens_figure(x, y, estimates, stages, mse, dist_xt, copy_mse, t_min,
     ax.plot(k, mse, "o-", color=OKABE_ITO[4], lw=2, label="MSE against x_(t+1)")
     ax.plot(k, dist_xt, "s--", color=OKABE_ITO[0], lw=1.4, label="mean squared distance from x_t")
     ax.axhline(copy_mse, color="0.35", ls=":", lw=1.4, label=f"copy baseline MSE {copy_mse:.2e}")
+    if model_mse is not None:
+        ax.axhline(model_mse, color="black", ls="-.", lw=1.2, label=f"the model's MSE {model_mse:.2e}")
     ax.set_yscale("log")
     ax.set_xticks(k)
     ax.set_xticklabels(stages, rotation=20)
@@ -395,9 +406,10 @@ def _edge(ax, p, q, text, colour, rad=0.0, value=None):
     w = 1.0 if value is None or not np.isfinite(value) else 0.8 + 4.0 * min(1.0, abs(value))
     ax.add_patch(FancyArrowPatch(p, q, arrowstyle="-|>", mutation_scale=14, lw=w, color=colour, connectionstyle=f"arc3,rad={rad}",
                                  shrinkA=30, shrinkB=30))
-    mx, my = (p[0] + q[0]) / 2, (p[1] + q[1]) / 2
-    dx, dy = q[0] - p[0], q[1] - p[1]  # the arc's midpoint: halfway from the chord's midpoint to the control point
-    ax.text(mx + 0.5 * rad * dy, my - 0.5 * rad * dx, text, fontsize=7.5, ha="center", va="center", color="black",
+    (x1, y1), (x2, y2) = ax.transData.transform([p, q])  # arc3 bends in display space: its midpoint is halfway from the
+    dx, dy = x2 - x1, y2 - y1  # chord's midpoint to the control point (chord midpoint + rad * (dy, -dx))
+    mid = ax.transData.inverted().transform(((x1 + x2) / 2 + 0.5 * rad * dy, (y1 + y2) / 2 - 0.5 * rad * dx))
+    ax.text(mid[0], mid[1], text, fontsize=7.5, ha="center", va="center", color="black",
             bbox=dict(boxstyle="round,pad=0.2", fc="white", ec=colour, lw=1.0))
 
 
@@ -420,12 +432,12 @@ def circuit_figure(s, path, title=""):
     edges = {(d["receiver"], d["into"]): d for d in s["patching"]["edges"]}
     recv = list(dict.fromkeys(r for r, i in edges if r != "prediction"))
     heads = {d["head"]: d for d in s["last_heads"]}
-    fig, ax = plt.subplots(figsize=(11, 2.8 + 1.4 * max(1, len(recv))))
+    fig, ax = plt.subplots(figsize=(11, 3.4 + 1.4 * max(1, len(recv))))
     ax.grid(False)
     ax.set_xlim(-0.02, 1.3)
     ax.set_ylim(-0.12, 1.08)
     ax.axis("off")
-    ys = np.linspace(0.9, 0.1, len(recv)) if len(recv) > 1 else [0.5]
+    ys = np.linspace(0.95, 0.35, len(recv)) if len(recv) > 1 else [0.65]
     P = {"in": (0.1, 0.5), "copy": (0.42, 0.5), "out": (1.17, 0.5)}
     _node(ax, P["in"], "input terms\nx_0 .. x_t", "#e8e8e8")
     _node(ax, P["copy"], f"{c['head']} (layer 0)\ncopies {c['term']}\nablation x{c['ablation_ratio']:.1f}", "#f5d49a")
@@ -433,7 +445,7 @@ def circuit_figure(s, path, title=""):
     _edge(ax, P["in"], P["copy"], _pct(whole[c["head"]]), "0.3", value=whole[c["head"]]["damage"])
     direct = edges.get(("prediction", "direct"))
     if direct:
-        _edge(ax, P["copy"], P["out"], "direct: " + _pct(direct), "0.3", rad=0.5 if len(recv) % 2 else 0.0, value=direct["damage"])
+        _edge(ax, P["copy"], P["out"], "direct: " + _pct(direct), "0.3", rad=0.45, value=direct["damage"])
     for name, yy in zip(recv, ys):
         q = (0.8, yy)
         d = heads[name]
@@ -442,7 +454,7 @@ def circuit_figure(s, path, title=""):
         _edge(ax, P["copy"], q, "QK: " + _pct(edges[(name, "qk")]), OKABE_ITO[4], rad=0.15, value=edges[(name, "qk")]["damage"])
         _edge(ax, q, P["out"], _pct(whole[name]), "0.3", value=whole[name]["damage"])
     ax.text(0.0, -0.1, f"Edge labels: damage when only that part carries the corrupted value (noising), restored fraction in brackets "
-            f"(denoising); t >= {s['t_min']}, clean vs corrupted a.\nV / QK: path patching of {c['head']}'s output into the receiver's values / "
+            f"(denoising); t >= {s['t_min']}, clean vs corrupted {s['patching']['corrupted']}.\nV / QK: path patching of {c['head']}'s output into the receiver's values / "
             "queries and keys only, other paths frozen. Line width grows with the damage. est0: the layer-0 estimate.", fontsize=7.5, va="top")
     ax.set_title(title)
     return _save(fig, path)

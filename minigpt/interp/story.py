@@ -26,6 +26,7 @@ from .resid import accumulated_resid
 EVAL_SEED = 24680  # held-out sequences of the story (not the training stream, not analysis.EVAL_SEED)
 PHASES = ("held-out MSE", "head scores", "ablations", "lens", "path patching", "late positions")
 T_MIN = 2  # MSE and effects over positions t >= 2 (at t < 2 no (a, b) can be inferred)
+CORRUPT = "x0"  # path patching: clean and corrupted sequences differ in the first term only
 LATE_A = 0.9  # |a| >= LATE_A: slowly converging (or slowly diverging) sequences
 
 
@@ -52,11 +53,26 @@ def _probe_estimates(cache, x, y, n_fit):
     return np.stack(out)
 
 
-def _pick_example(a, b):
-    """A sequence that neither converges at once nor blows up, with a sign change (so similarity matters):
-    a closest to -0.7 among |b| >= 0.3."""
-    score = np.abs(a + 0.7) + 10.0 * (np.abs(b) < 0.3)
+def _pick_example(a, b, x0):
+    """A sequence whose terms keep changing sign for a while (so similarity to x_t varies along the context): a close to
+    -0.9, the fixed point b / (1 - a) near 0, a first term away from it."""
+    score = np.abs(a + 0.9) + 2.0 * np.abs(b / (1 - a)) + 10.0 * (np.abs(x0) < 0.5)
     return int(np.argmin(score))
+
+
+def _similarity_bins(scores, x, n_bins=10):
+    """Pooled over sequences and query rows t >= T_MIN: the row-centred logit's mean in each decile of the row-centred
+    similarity x_t x_j.  Returns ``[[bin centre, mean logit], ...]``."""
+    sims, logits = [], []
+    for t in range(T_MIN, x.shape[1]):
+        sim = x[:, t : t + 1] * x[:, : t + 1]
+        lg = scores[:, t, : t + 1]
+        sims.append((sim - sim.mean(1, keepdims=True)).ravel())
+        logits.append((lg - lg.mean(1, keepdims=True)).ravel())
+    sims, logits = np.concatenate(sims), np.concatenate(logits)
+    edges = np.quantile(sims, np.linspace(0, 1, n_bins + 1))
+    idx = np.clip(np.searchsorted(edges, sims, side="right") - 1, 0, n_bins - 1)
+    return [[float(sims[idx == k].mean()), float(logits[idx == k].mean())] for k in range(n_bins) if (idx == k).any()]
 
 
 def _name(l, h):
@@ -164,7 +180,7 @@ def measure(model, task, n=512, n_scores=256, n_abl=256, n_patch=128, seed=0, pr
     # --- path patching: the copy head's output into each last-layer head's queries/keys and values, and direct.
     # Noising (the clean run, one path given the corrupted value; damage) is the circuit's edge weight, as in Wang et
     # al.; denoising (restored fraction) is kept beside it.
-    cl, co = make_pairs(task, n_patch, "a", np.random.default_rng([EVAL_SEED, seed, 1]))
+    cl, co = make_pairs(task, n_patch, CORRUPT, np.random.default_rng([EVAL_SEED, seed, 1]))
     cl, co = cl[:, :-1], co[:, :-1]
     recv = [(last, d["index"]) for d in (against[:3] or [focus])]
     sl = slice(T_MIN, None)
@@ -173,7 +189,7 @@ def measure(model, task, n=512, n_scores=256, n_abl=256, n_patch=128, seed=0, pr
     _, noised = patch_grid(model, co, cl, lambda i: f"blocks.{i[0]}.attn.hook_z", lambda i: (slice(None), slice(None), i[1]), heads_idx)
     clean_pred, corrupt_pred = model(cl), model(co)
     restored = patch_heads(model, cl, co, metric_pos=sl)  # [L, H]
-    s["patching"] = dict(corrupted="a", n=n_patch, edges=[dict(sender=_name(*snd), receiver="prediction" if r is None else _name(*r), into=into,
+    s["patching"] = dict(corrupted=CORRUPT, n=n_patch, edges=[dict(sender=_name(*snd), receiver="prediction" if r is None else _name(*r), into=into,
                                                                damage=float(v), restored=float(grids["denoise"][(snd, r, into)]))
                                                           for (snd, r, into), v in grids["noise"].items()],
                          whole_head={_name(l, h): dict(damage=damage_fraction(p_, clean_pred, corrupt_pred, sl), restored=float(restored[l, h]))
@@ -186,8 +202,8 @@ def measure(model, task, n=512, n_scores=256, n_abl=256, n_patch=128, seed=0, pr
 
     # --- arrays for the figures
     a = np.asarray(batch.a, np.float64)
-    i = _pick_example(a, np.asarray(batch.b, np.float64))
-    tq = T - 1
+    i = _pick_example(a, np.asarray(batch.b, np.float64), np.asarray(batch.x0, np.float64))
+    tq = min(T - 1, 10)
     A0 = cache["pattern", 0][:, h0].astype(np.float64)  # [B, T, T]
     Af = cache["pattern", last][:, hf].astype(np.float64)  # [B, T, T]
     dc = head_direct(model, cache)[last, hf]  # [B, T] the focus head's direct contribution to the prediction
@@ -198,6 +214,7 @@ def measure(model, task, n=512, n_scores=256, n_abl=256, n_patch=128, seed=0, pr
         index=i, a=float(a[i]), b=float(batch.b[i]), x=x[i].tolist(), y=y[i].tolist(), pred=pred[i].astype(np.float64).tolist(),
         copy_attention=A0[i].tolist(), copy_mean=A0.mean(0).tolist(), query=tq,
         focus_row=Af[i, tq, : tq + 1].tolist(), focus_mean=Af.mean(0).tolist(),
+        focus_sim_bins=_similarity_bins(cache["attn_scores", last][:, hf].astype(np.float64), x),
         read_dc=[read[:, T_MIN:].ravel()[pick].tolist(), dc[:, T_MIN:].ravel()[pick].tolist()], read_dc_slope=float(g[0]),
         estimates=est[:, i].tolist(),
     )
@@ -228,7 +245,7 @@ def story_lines(s):
     e = {(d["receiver"], d["into"]): d for d in s["patching"]["edges"]}
     f = s["focus_head"]
     if (f, "v") in e:
-        out.append(f"Path patching (clean vs corrupted a, t >= {s['t_min']}; damage when only that path carries the corrupted value): "
+        out.append(f"Path patching (clean vs corrupted {s['patching']['corrupted']}, t >= {s['t_min']}; damage when only that path carries the corrupted value): "
                    f"{c['head']} -> {f}'s values {e[(f, 'v')]['damage']:.0%}, -> its queries/keys {e[(f, 'qk')]['damage']:.0%}, "
                    f"-> the prediction directly {e[('prediction', 'direct')]['damage']:.0%}.")
     ln = s["lens"]
@@ -254,11 +271,11 @@ def render(s, out_dir, title="", progress=None):
     figs["copy_head"] = plots.copy_head_figure(ex["copy_attention"], ex["copy_mean"], c["head"], 0 if c["kind"] == "current" else 1, ex["x"], p("copy_head"),
                                                title=f"{title}layer 0: {c['head']} copies {c['term']}")
     tick("copy head figure")
-    figs["refine_head"] = plots.refine_head_figure(ex["x"], ex["query"], ex["focus_row"], ex["read_dc"], ex["read_dc_slope"], s["focus_head"], p("refine_head"),
-                                                   title=f"{title}layer {L - 1}: {s['focus_head']}")
+    figs["refine_head"] = plots.refine_head_figure(ex["x"], ex["query"], ex["focus_row"], ex["focus_sim_bins"], ex["read_dc"], ex["read_dc_slope"],
+                                                   s["focus_head"], p("refine_head"), title=f"{title}layer {L - 1}: {s['focus_head']}")
     tick("refine head figure")
     figs["lens"] = plots.estimate_lens_figure(ex["x"], ex["y"], ex["estimates"], s["stages"], s["lens"]["mse"], s["lens"]["dist_xt"], s["copy_t2"],
-                                              s["t_min"], p("lens"), title=f"{title}the estimate through the layers")
+                                              s["t_min"], p("lens"), title=f"{title}the estimate through the layers", pred=ex["pred"], model_mse=s["mse_t2"])
     tick("lens figure")
     figs["circuit"] = plots.circuit_figure(s, p("circuit"), title=f"{title}the circuit, with measured effects")
     tick("circuit figure")
@@ -281,19 +298,26 @@ def _write_markdown(s, figs, out_dir):
              f"## Layer {L - 1}: {s['focus_head']} writes against the estimate", "", f"![refine head]({rel('refine_head')})", ""]
     d = {h["head"]: h for h in s["last_heads"]}[s["focus_head"]]
     lines += [f"Left: for the query at t = {ex['query']} of the same sequence, {s['focus_head']}'s attention weight on each earlier term (bars) and "
-              f"that term's similarity to x_t (x_t x_j, line). Middle: weight against similarity for that query. Over all queries the head's "
-              f"logits fall with similarity by {d['sim_effect']:+.2f} nats (controlled fit, partial R^2 {d['sim_r2']:.2f}; negative = prefers "
-              "dissimilar terms); one query is an illustration, not the evidence. Right: what the head writes into the prediction (its "
+              f"that term's similarity to x_t (x_t x_j, line). Middle: the attention logit against similarity, both centred within the "
+              "row (softmax ignores a row's constant): that query's keys (points) and the mean over every query t >= 2 of every held-out "
+              f"sequence by decile of similarity (line); uncontrolled. The controlled fit (key position and key value regressed out) gives a "
+              f"similarity effect of {d['sim_effect']:+.2f} nats (partial R^2 {d['sim_r2']:.2f}; negative = prefers dissimilar terms). Right: what the head writes into the prediction (its "
               f"direct contribution) against what it reads (sum_j A[t, j] x_j): slope {ex['read_dc_slope']:+.2f} (OV gain "
               f"{d['ov_gain']:+.2f}, R^2 {d['ov_r2']:.2f}); a negative slope is the negative write. Its output correlates with the "
               f"layer-0 estimate at r = {d['corr_est0']:+.2f}.", "",
               "## The estimate through the layers", "", f"![lens]({rel('lens')})", "",
               "Each stage's estimate of the next term is the best linear read-out of the residual stream at that stage (least squares "
-              f"fitted on half the held-out sequences at t >= {s['t_min']}, scored on the other half). The read-out through the final "
+              f"fitted on half the held-out sequences at t >= {s['t_min']}, scored on the other half). After layer 0 the estimate has moved from "
+              f"x_t (distance {s['lens']['dist_xt'][0]:.2e} on the embeddings, {s['lens']['dist_xt'][1]:.2e} after layer 0) and its MSE has "
+              f"fallen from {s['lens']['mse'][0]:.2e} to {s['lens']['mse'][1]:.2e} (copying: {s['copy_t2']:.2e}). A linear probe is not the "
+              f"model's read-out (the final LayerNorm divides by the residual's norm), so the last stage's probe ({s['lens']['mse'][-1]:.2e}) "
+              f"is worse than the model's own prediction ({s['mse_t2']:.2e}). The read-out through the final "
               "LayerNorm (the 'recompute' lens of REPORT.md) is not used here: on early residuals it rescales vectors that are not "
               "yet aligned with the read-out direction and gives MSEs near 10, which means 'no read-out', not 'a bad estimate'.", "",
               "## The circuit", "", f"![circuit]({rel('circuit')})", "",
-              f"Clean and corrupted sequences differ in a ({s['patching']['n']} pairs). Edge labels: damage = mean squared change of the "
+              f"Clean and corrupted sequences differ in {s['patching']['corrupted']} only ({s['patching']['n']} pairs; a corrupted first term "
+              "shifts every term by a^t (x0 - x0'), so the model must track the values it reads; a corrupted a changes the terms so much "
+              "that any single part explains ~1% of the change). Edge labels: damage = mean squared change of the "
               f"prediction (t >= {s['t_min']}) when only that part carries the corrupted value, as a share of the change when the whole input "
               "is corrupted (noising, as in Wang et al. 2022); in brackets the restored fraction when only that part carries the clean value "
               "into the corrupted run (denoising). Input -> head and head -> prediction: the whole head's output. Copy head -> last-layer "
