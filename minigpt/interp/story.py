@@ -348,9 +348,9 @@ def _late_text(s):
         ps = [v for v in lt["diag_pos_share"][i:] if v is not None]
         mg = lt["diag_margin"]
         st = np.array(lt["stale_by_pos"])
+        early = f"{np.mean(dm[dp.index(T_MIN):i]):.2f} on average over {T_MIN} <= t < {brk}, " if brk > T_MIN else ""
         text = (f"Where the diagonal breaks: {c['head']}'s mean weight on {c['term']} is {dm[0]:.2f} at t = {dp[0]}, "
-                f"{np.mean(dm[dp.index(T_MIN):i]) if i > dp.index(T_MIN) else float('nan'):.2f} on average over {T_MIN} <= t < {brk}, and first falls "
-                f"below 0.5 at t = {brk} ({', '.join(f'{v:.2f}' for v in dm[i:])} from there). From t = {brk} on its heaviest key (mean "
+                f"{early}and first falls below 0.5 at t = {brk} ({', '.join(f'{v:.2f}' for v in dm[i:])} from there). From t = {brk} on its heaviest key (mean "
                 f"pattern) is position {', '.join(map(str, keys))} instead of t - {0 if c['kind'] == 'current' else 1}. Why: key position alone (the "
                 f"logit row averaged over sequences) explains {min(ps):.2f}-{max(ps):.2f} of the logits' variance across keys there, and the logit "
                 f"margin of the copied key over the best other key falls from {mg[0]:+.1f} nats at t = {dp[0]} to {np.mean(mg[i:]):+.1f} on average "
@@ -361,8 +361,8 @@ def _late_text(s):
                      "unexplained. ")
         else:
             text += "Key position does not dominate the logits there, so the cause is not purely positional; it is unexplained by these measurements. "
-        text += (f"The cost: the head's mix is at mean squared distance {st[brk:].mean():.2e} from {c['term']} at t >= {brk}, against "
-                 f"{st[T_MIN:brk].mean():.2e} at {T_MIN} <= t < {brk}.")
+        text += f"The cost: the head's mix is at mean squared distance {st[brk:].mean():.2e} from {c['term']} at t >= {brk}"
+        text += f", against {st[T_MIN:brk].mean():.2e} at {T_MIN} <= t < {brk}." if brk > T_MIN else "."
         out += [text, ""]
     k = lt["min_pos"]
     rise = mse[-1] / mse[k] if mse[k] > 0 else float("nan")
