@@ -267,6 +267,9 @@ def _story_model(args, out, log):
 
     if args.from_checkpoint:
         path = args.from_checkpoint
+        shipped = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), STORY_CHECKPOINT)
+        if path == STORY_CHECKPOINT and not os.path.exists(path) and os.path.exists(shipped):
+            path = shipped  # run from outside the repository: the checkpoint shipped beside the package
         if not os.path.exists(path):
             raise ValueError(f"--from-checkpoint: {path} does not exist (train one with: minigpt train --preset paper --out runs/paper)")
         log(f"reproduce: story of {path}")
@@ -309,7 +312,8 @@ def run_story(args) -> int:
         bar.update(1)
 
     s = story.measure(model, task, seed=int(meta.get("train", {}).get("seed", 0) or 0), progress=tick)
-    s.update(source=source, step=meta.get("step"), config={k: meta.get(k) for k in ("model", "train", "data")})
+    rel = os.path.relpath(source)
+    s.update(source=rel if not rel.startswith("..") else source, step=meta.get("step"), config={k: meta.get(k) for k in ("model", "train", "data")})
     figs = story.render(s, out, progress=tick)
     bar.close()
     with open(os.path.join(out, "story.json"), "w") as f:
