@@ -171,19 +171,36 @@ def cmd_reproduce(args) -> int:
     return reproduce_main(args)
 
 
-def cmd_derive(args) -> int:
+def _derive_module():
     try:
         from theory import derive
     except ImportError as e:
         if not _missing(e, "theory", "theory.derive"):
             raise
         raise UsageError("minigpt derive is not available: the theory package has no derive module yet") from None
+    return derive
+
+
+class _DeriveHelp(argparse.Action):
+    """``minigpt derive --help``: the usual help plus one line per topic (imports sympy only when asked)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.epilog = "topics:\n" + _derive_module().topic_list()
+        parser.print_help()
+        parser.exit()
+
+
+def cmd_derive(args) -> int:
+    derive = _derive_module()
     if args.topic is None:
-        print("topics: " + ", ".join(derive.TOPICS))
+        print("topics (minigpt derive TOPIC [--latex]):\n" + derive.topic_list())
         return 0
     if args.topic not in derive.TOPICS:
         raise UsageError(f"unknown topic {args.topic!r}; topics: {', '.join(derive.TOPICS)}")
-    print(derive.render(args.topic, latex=args.latex))
+    print(derive.render(args.topic, latex=args.latex), end="")
     return 0
 
 
@@ -270,9 +287,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--preset", default="paper", help="preset to train (default paper; tiny for a fast dry run)")
     r.set_defaults(fn=cmd_reproduce)
 
-    d = sub.add_parser("derive", help="print a derivation from the theory package, step by step")
-    d.add_argument("topic", nargs="?", default=None, help="what to derive (omit to list the topics)")
-    d.add_argument("--latex", action="store_true", help="print LaTeX instead of plain text")
+    d = sub.add_parser("derive", help="print a derivation from the theory package, step by step", add_help=False,
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Print a derivation step by step: every step is an equation with the reason it holds.")
+    d.add_argument("-h", "--help", action=_DeriveHelp, help="show this help, with the list of topics, and exit")
+    d.add_argument("topic", nargs="?", default=None, help="a topic from the list below (omit it to list the topics)")
+    d.add_argument("--latex", action="store_true", help="print a LaTeX document (article, amsmath) instead of text")
     d.set_defaults(fn=cmd_derive)
 
     b = sub.add_parser("bench", help="time a training step")

@@ -38,11 +38,17 @@ from .runner import pool_map, single_thread_env
 SWEEP_DIR = "runs/sweep"
 DEFAULT_PROBES = 20  # emergence probes per run when --every is not given: every = steps // 20
 PROBE_N = 256  # sequences in the emergence probe batch
-SMALL_ANALYSIS = dict(n_eval=512, n_scores=256, n_abl=256, n_patch=64)  # --small-analysis
+SMALL_ANALYSIS = dict(n_eval=512, n_scores=256, n_abl=256, n_patch=64, n_claims=256)  # --small-analysis
 RESULT, ANALYSIS, EMERGENCE = "result.json", "analysis.json", "emergence.json"
 # (column, description) of every mechanism in the table and the report; "last" = layer n_layers - 1 (layer 2 of the paper's model)
 MECHANISM_COLUMNS = (
-    ("copy_l0", "a layer-0 head is a copying head (copy score >= 0.5)"),
+    ("v2_copy", "**verdict, claim 1** (docs/interp.md, definitions v2): a layer-0 head attends >= 0.5 to one term, its output carries "
+                "that term beyond the other terms (partial R^2 >= 0.5) and resample-ablating it at least doubles the MSE at t >= 2"),
+    ("v2_ns_similar", "**verdict, claim 2, similar row**: a last-layer head attends to keys similar to x_t (r_sim >= 0.3), writes against "
+                      "what it reads (OV gain <= -0.2), matters (resample x2) and its selectivity matters (position-average pattern x1.5)"),
+    ("v2_ns_dissimilar", "**verdict, claim 2, dissimilar row**: the same with r_sim <= -0.3"),
+    ("v2_refines", "reported: a last-layer head's output correlates >= 0.3 with the error of the estimate entering the layer, given it"),
+    ("copy_l0", "old reading (not counted): a layer-0 head is a copying head (copy score >= 0.5)"),
     ("claim_copy", "claim test: the best layer-0 copy head has copy >= 0.5 and resample-ablating it at least doubles the MSE over t >= 2"),
     ("claim_copy_resid", "residual reading: the linear probe after block 0 is closer to x_t than to x_{t+1}"),
     ("ns_logit_last", "a last-layer head is a negative similarity head, logit reading"),
@@ -223,6 +229,10 @@ def make_row(job, res, emerg):
     for t, v in enumerate(mse):
         row[f"mse_pos{t}"] = v
     heads = lambda key, l: " ".join(f"L{l}H{h}" for h, on in enumerate(cls[key][l]) if on)  # noqa: E731
+    v2 = res.get("claims_v2")
+    for key in ("copy", "ns_similar", "ns_dissimilar", "refines"):
+        row[f"v2_{key}"] = None if v2 is None else v2[key]["holds"]
+        row[f"v2_{key}_heads"] = "" if v2 is None else " ".join(h.replace(" ", "") for h in v2[key]["heads"])
     row["copy_l0"] = any(cls["copy"][0])
     row["copy_l0_heads"] = heads("copy", 0)
     for r in ("logit", "ov", "anti", "any"):
@@ -355,7 +365,7 @@ def mechanism_shares(rows):
     for setting, rs in _by_setting(rows).items():
         out[setting] = {}
         for col, _ in MECHANISM_COLUMNS:
-            flags = [bool(r.get(col)) for r in rs]
+            flags = [bool(r[col]) for r in rs if r.get(col) not in (None, "")]  # runs analysed before a column existed do not count
             k, n = sum(flags), len(flags)
             lo, hi = wilson(k, n)
             out[setting][col] = dict(k=k, n=n, share=k / n if n else 0.0, low=lo, high=hi)

@@ -62,22 +62,41 @@ def test_direct_attribution_sums_to_prediction(model):
     assert labels[-1] == "bias" and "L1H1" in labels
 
 
+def _hand_readout(m, resid, scale=None):
+    """LN_final (own statistics, or the given scale) and W_U applied to a residual [B, T, D], written out by hand."""
+    P = m.params
+    if m.cfg.normalization_type == "LN":
+        c = resid - resid.mean(-1, keepdims=True)
+        s = np.sqrt((c * c).mean(-1, keepdims=True) + m.cfg.eps) if scale is None else scale
+        resid = c / s * P["ln_final.w"] + P["ln_final.b"]
+    return (resid @ P["unembed.W_U"] + P["unembed.b_U"])[..., 0]
+
+
 @pytest.mark.parametrize("ln", ["recompute", "frozen"])
-def test_lens_last_layer_is_output(model, ln):
+def test_lens_rows_read_every_block(model, ln):
     x, _ = inputs()
     out, cache = model.run_with_cache(x)
     preds, labels = prediction_lens(model, cache, ln)
-    assert preds.shape == (model.cfg.n_layers + 1,) + out.shape
+    L = model.cfg.n_layers
+    assert preds.shape == (L + 1,) + out.shape and labels == [f"{l}_pre" for l in range(L)] + ["final_post"]
     np.testing.assert_allclose(preds[-1], out, atol=1e-10)
+    scale = cache["ln_final.hook_scale"] if ln == "frozen" and model.cfg.normalization_type == "LN" else None
+    resids = [cache["hook_embed"] + cache["hook_pos_embed"]] + [cache["resid_post", l] for l in range(L)]  # before block 0, after each block
+    for i, r in enumerate(resids):  # row i = the read-out of the residual before block i, not after it
+        np.testing.assert_allclose(preds[i], _hand_readout(model, r, scale), atol=1e-10, err_msg=labels[i])
+    assert np.abs(preds[0] - preds[1]).max() > 1e-3  # rows differ, so reading one block late would fail above
 
 
-def test_lens_choices_differ_in_the_middle():
+def test_lens_choices_in_the_middle():
     m = make_model()
     x, _ = inputs()
     _, cache = m.run_with_cache(x)
     a, _ = prediction_lens(m, cache, "recompute")
     b, _ = prediction_lens(m, cache, "frozen")
-    assert not np.allclose(a[0], b[0])
+    r0 = cache["resid_pre", 0]
+    np.testing.assert_allclose(a[0], _hand_readout(m, r0), atol=1e-10)  # the embeddings' own LayerNorm statistics
+    np.testing.assert_allclose(b[0], _hand_readout(m, r0, cache["ln_final.hook_scale"]), atol=1e-10)  # the final residual's scale
+    assert np.abs(a[0] - b[0]).max() > 1e-2  # and the two choices are different numbers here
 
 
 def test_patching_with_own_cache_changes_nothing(model):
@@ -95,15 +114,38 @@ def test_patching_grids_shapes_and_full_restore():
     task = AffineRecurrence(length=6)
     cl, co = make_pairs(task, 16, "a", np.random.default_rng(0))
     np.testing.assert_array_equal(cl[:, 0], co[:, 0])  # x0 shared
-    g = patch_resid(m, cl[:, :-1], co[:, :-1])
+    clean, corrupt = cl[:, :-1], co[:, :-1]
+    g = patch_resid(m, clean, corrupt)
     assert g.shape == (2, 5)
-    # patching the whole residual at the last position before block 0 restores the last prediction fully
-    # only if earlier positions do not matter; patching every position of resid_pre 0 always does:
-    _, cache = m.run_with_cache(cl[:, :-1])
-    r, _ = patch_grid(m, cl[:, :-1], co[:, :-1], lambda i: "blocks.0.hook_resid_pre", lambda i: (slice(None),), [0], clean_cache=cache)
+    p_cl, p_co = m(clean), m(corrupt)
+
+    def frac(pred):  # docs/interp.md: restored fraction at the last position
+        return 1 - ((pred - p_cl)[:, -1] ** 2).mean() / ((p_co - p_cl)[:, -1] ** 2).mean()
+
+    for t in range(5):  # resid_pre 0 at position t is the embedding of x_t: the same as feeding the corrupt input with clean x_t
+        mixed = corrupt.copy()
+        mixed[:, t] = clean[:, t]
+        assert g[0, t] == pytest.approx(frac(m(mixed)), abs=1e-10), t
+    np.testing.assert_allclose(patch_resid(m, clean, corrupt, site="resid_post")[-1], [0, 0, 0, 0, 1], atol=1e-10)  # read-out is per position
+    # patching every position of resid_pre 0 restores fully:
+    _, cache = m.run_with_cache(clean)
+    r, _ = patch_grid(m, clean, corrupt, lambda i: "blocks.0.hook_resid_pre", lambda i: (slice(None),), [0], clean_cache=cache)
     assert r[0] == pytest.approx(1.0)
-    assert patch_heads(m, cl[:, :-1], co[:, :-1]).shape == (2, 2)
-    assert patch_heads(m, cl[:, :-1], co[:, :-1], by_pos=True).shape == (2, 2, 5)
+    # a head's z patched from the clean run = its output z_h W_O[h] swapped in attn_out (another hook point, same effect)
+    ph, ph_pos = patch_heads(m, clean, corrupt), patch_heads(m, clean, corrupt, by_pos=True)
+    assert ph.shape == (2, 2) and ph_pos.shape == (2, 2, 5)
+    _, cc = m.run_with_cache(clean)
+    _, cr = m.run_with_cache(corrupt)  # nothing upstream of a head changes when its z is patched
+    for l in range(2):
+        for h in range(2):
+            for t in [slice(None)] + list(range(5)):
+                def swap(a, hook, l=l, h=h, t=t):
+                    a = a.copy()
+                    a[:, t] += cc["result", l][:, t, h] - cr["result", l][:, t, h]
+                    return a
+                got = ph[l, h] if isinstance(t, slice) else ph_pos[l, h, t]
+                assert got == pytest.approx(frac(m.run_with_hooks(corrupt, [(f"blocks.{l}.hook_attn_out", swap)])), abs=1e-10), (l, h, t)
+    assert np.abs(ph).max() > 1e-3
     with pytest.raises(ValueError):
         make_pairs(task, 4, "c", np.random.default_rng(0))
 
@@ -121,10 +163,30 @@ def test_zero_ablation_hook_equals_zeroing_W_O(model):
 
 def test_ablation_tables(model):
     x, y = inputs(B=8)
-    for method in ("zero", "mean", "resample"):
+    _, cache = model.run_with_cache(x)
+    base = ((model(x) - y) ** 2).mean(0)
+    for method in ("zero", "mean"):
         ab = head_ablation(model, x, y, method)
         assert ab["table"].shape == (2, 2) and ab["by_pos"].shape == (2, 2, 5)
         np.testing.assert_allclose(ab["table"], ab["by_pos"].mean(-1))
+        for l in range(2):
+            for h in range(2):  # another route: swap head h's output z_h W_O[h] in attn_out for 0 / its batch mean per position
+                r = cache["result", l][:, :, h]
+                new = 0 * r if method == "zero" else np.broadcast_to(r.mean(0), r.shape)
+                hook = (f"blocks.{l}.hook_attn_out", lambda a, hook, r=r, new=new: a - r + new)
+                want = ((model.run_with_hooks(x, [hook]) - y) ** 2).mean(0) - base  # later layers see the ablated stream either way
+                np.testing.assert_allclose(ab["by_pos"][l, h], want, atol=1e-10, err_msg=f"{method} L{l}H{h}")
+        if method == "zero":  # every layer: zeroing W_O[h] is the same intervention
+            for l in range(2):
+                for h in range(2):
+                    saved = model.params[f"blocks.{l}.attn.W_O"].copy()
+                    model.params[f"blocks.{l}.attn.W_O"][h] = 0
+                    try:
+                        np.testing.assert_allclose(ab["by_pos"][l, h], ((model(x) - y) ** 2).mean(0) - base, atol=1e-10)
+                    finally:
+                        model.params[f"blocks.{l}.attn.W_O"] = saved
+    ab = head_ablation(model, x, y, "resample")
+    assert np.abs(ab["table"]).min() > 0  # a resampled head writes another sequence's output: the MSE moves (identity would give 0)
     with pytest.raises(ValueError):
         head_ablation(model, x, y, "bogus")
 

@@ -29,8 +29,37 @@ def test_local_table(local):
     assert stats["trained"] == 2 and stats["failed"] == 0
     assert [r["seed"] for r in rows] == [0, 1] and rows[0]["run"].endswith("/seed0")
     r = rows[0]
-    for col, _ in sweep.MECHANISM_COLUMNS:
-        assert isinstance(r[col], bool), col
+    # every mechanism column from the run's own analysis.json (head classes and claim tests), re-derived here
+    res = json.load(open(os.path.join(out, r["run"], "analysis.json")))
+    cls, claims, L = res["classes"], res["claims"], res["n_layers"]
+    want = {"copy_l0": any(cls["copy"][0]), "claim_copy": claims["copy"]["holds"], "claim_copy_resid": claims["copy_resid"]["holds"],
+            "claim_ns_any": claims["negsim_any_holds"]}
+    for rd in ("logit", "ov", "anti", "any"):
+        want[f"ns_{rd}_last"] = any(cls["ns_" + rd][L - 1])  # the last layer, not layer 0 or 1
+    for rd in ("logit", "ov", "anti"):
+        want[f"claim_ns_{rd}"] = claims["negsim"][rd]["holds"]
+    v2 = res["claims_v2"]  # the verdict columns (definitions v2): from the per-criterion flags of the run's analysis
+    want["v2_copy"] = any(c["attend"] >= 0.5 and c["unique"] >= 0.5 and c["resample_ratio"] >= 2 for c in v2["copy_rows"])
+    for row_name, sign in (("ns_similar", 1), ("ns_dissimilar", -1)):
+        want["v2_" + row_name] = any(sign * n["r_sim"] >= 0.3 and n["ov_gain"] <= -0.2 and n["resample_ratio"] >= 2 and n["selective_ratio"] >= 1.5
+                                     for n in v2["negsim_rows"])
+    want["v2_refines"] = any(n["pcorr_error"] >= 0.3 for n in v2["negsim_rows"])
+    assert [n["head"] for n in v2["negsim_rows"]] == [f"L{L - 1}H{h}" for h in range(res["n_heads"])]
+    assert {col for col, _ in sweep.MECHANISM_COLUMNS} == set(want)
+    for col in want:
+        assert r[col] is want[col], col
+    # and the claim itself from the raw numbers (docs/interp.md): copy score >= 0.5 and resample ratio >= 2 over t >= 2
+    h0 = int(claims["copy"]["best_head"][3:])
+    ratio = res["ablation"]["resample"]["ratio_t2"][0][h0]
+    assert r["claim_copy"] == (res["scores"]["copy"][0][h0] >= 0.5 and ratio >= 2.0) and r["copy_l0_ablation_ratio"] == ratio
+    # the tiny runs flag few heads, so plant flags in a copy of the analysis: only the last layer's count as "_last"
+    for layer, expect in ((0, False), (L - 1, True)):
+        fake = json.loads(json.dumps(res))
+        for rd in ("logit", "ov", "anti", "any"):
+            fake["classes"]["ns_" + rd] = [[l == layer] * res["n_heads"] for l in range(L)]
+        job = {k: rows[0][k] for k in ("run", "setting", "preset", "seed")}
+        row = sweep.make_row(dict(job, overrides=[]), fake, {})
+        assert [row[f"ns_{rd}_last"] for rd in ("logit", "ov", "anti", "any")] == [expect] * 4, layer
     assert r["train.steps"] == STEPS and r["train.eval_every"] == EVERY and r["model.n_layers"] == 3 and r["data.a"] == '["uniform", -1.0, 1.0]'
     T = r["data.length"] - 1
     per_pos = [r[f"mse_pos{t}"] for t in range(T)]

@@ -90,7 +90,20 @@ def test_family_table_rows():
     for r in rows:
         assert r["mse_copy_plus_head"] <= r["mse_copy"] + 1e-12  # least squares never worse than gamma = 0
         assert r["mse2"] <= r["mse_copy"] + 1e-12
-        assert r["r2"] <= 1 and r["r2_2"] <= 1
+        # each row against an independent least-squares fit on the same sequences (family_table samples with seed 0)
+        pa, pb, px = TH.FAMILIES[r["family"]]
+        x = AffineRecurrence(a=pa, b=pb, x0=px, length=8).sample(256, np.random.default_rng(0)).x
+        head = TH.similarity_head(x[:, :-1], r["beta"])[:, 1:].ravel()
+        cur, nxt = x[:, 1:-1].ravel(), x[:, 2:].ravel()
+        (g,), *_ = np.linalg.lstsq(head[:, None], nxt - cur, rcond=None)
+        mse_copy, mse_fit = np.mean((nxt - cur) ** 2), np.mean((nxt - cur - g * head) ** 2)
+        assert r["gamma"] == pytest.approx(g, rel=1e-9) and r["mse_copy"] == pytest.approx(mse_copy, rel=1e-12)
+        assert r["r2"] == pytest.approx(1 - mse_fit / mse_copy, abs=1e-9)
+        (c, g2), *_ = np.linalg.lstsq(np.stack([cur, head], 1), nxt, rcond=None)
+        assert r["copy_weight"] == pytest.approx(c, rel=1e-9) and r["gamma2"] == pytest.approx(g2, rel=1e-9)
+        assert r["r2_2"] == pytest.approx(1 - np.mean((nxt - c * cur - g2 * head) ** 2) / mse_copy, abs=1e-9)
+    # on the a = 1 family the similarity head adds information to a copy (the paper's mechanism): r2 well above 0
+    assert max(r["r2_2"] for r in rows if r["family"] == "arithmetic") > 0.1
 
 
 def test_bad_head_arguments():

@@ -17,6 +17,8 @@ from functools import lru_cache
 import numpy as np
 import sympy as sp
 
+from .steps import Step
+
 
 def _vec(name: str, n: int):
     return list(sp.symbols(f"{name}_0:{n}", real=True))
@@ -218,42 +220,79 @@ def attention_vjp(x, W_Q, b_Q, W_K, b_K, W_V, b_V, W_O, b_O, dout):
 
 
 # ----------------------------------------------------------------------------- teaching
+# Each topic: a list of ``theory.steps.Step`` (equation, one-line reason, meaning of its symbols).
+def derivation_steps(topic: str) -> list:
+    """Steps of one of this module's ``TOPICS``, for ``minigpt derive``."""
+    return TOPICS[topic]()
+
+
 def _steps_softmax():
-    x, p = softmax_expr(3)
-    J = softmax_jacobian(3)
+    """The softmax Jacobian diag(p) - p p^T and its backward pass without the Jacobian."""
+    x, p_expr = softmax_expr(3)
+    p, g = _vec("p", 3), _vec("g", 3)
+    Z, s, L = sp.Symbol("Z"), sp.Symbol("s"), sp.Symbol("L")
+    dx = _vec("dx", 3)
+    J = sp.MatrixSymbol("J", 3, 3)
+    P = sp.Matrix(p)
+    defs = {**dict(zip(p, p_expr)), Z: sum(sp.exp(xi) for xi in x), L: sum(gi * pi for gi, pi in zip(g, p)),
+            s: sum(gi * pi for gi, pi in zip(g, p)), J: sp.ImmutableMatrix(sp.Matrix(p_expr).jacobian(sp.Matrix(x))),
+            **{dxi: sp.Derivative(L, xi) for dxi, xi in zip(dx, x)}}
     return [
-        ("softmax of 3 logits", sp.Matrix(p)),
-        ("d p_0 / d x_0", sp.simplify(J[0, 0])),
-        ("d p_0 / d x_1", sp.simplify(J[0, 1])),
-        ("Jacobian = diag(p) - p p^T", sp.Symbol("J") - (sp.Symbol("diag(p)") - sp.Symbol("p p^T"))),
-        ("VJP: dx_i = p_i (g_i - sum_j p_j g_j)", sp.Symbol("dx_i")),
+        Step(sp.Eq(p[0], sp.exp(x[0]) / Z), "softmax of 3 logits: p_i = exp(x_i) / Z with Z = exp(x_0) + exp(x_1) + exp(x_2)", defs),
+        Step(sp.Eq(sp.Derivative(p[0], x[0]), p[0] * (1 - p[0])), "quotient rule: x_0 is in the numerator and in Z", defs),
+        Step(sp.Eq(sp.Derivative(p[0], x[1]), -p[0] * p[1]), "x_1 is only in Z", defs),
+        Step(sp.Eq(J, sp.diag(*p) - P * P.T), "all nine entries at once: J = diag(p) - p p^T", defs),
+        Step(sp.Eq(s, sum(gi * pi for gi, pi in zip(g, p))), "backward pass: upstream gradient g, loss L = sum_i g_i p_i; s = p . g", defs),
+        Step(sp.Eq(dx[0], p[0] * (g[0] - s)), "dL/dx_i = p_i (g_i - s) (shown for i = 0): J^T g without forming J", defs),
     ]
 
 
 def _steps_layernorm():
+    """LayerNorm's backward pass dx = r (g w - mean(g w) - xhat mean(g w xhat)), in named pieces."""
     D = 3
     x, w, b, eps, out = layernorm_expr(D)
-    J = layernorm_jacobian(D)
+    g = _vec("g", D)
+    mu, var, r, L = sp.Symbol("mu"), sp.Symbol("sigma^2"), sp.Symbol("r"), sp.Symbol("L")
+    xhat, gw, dx = _vec("xhat", D), _vec("gw", D), _vec("dx", D)
+    m1, m2 = sp.Symbol("m_1"), sp.Symbol("m_2")
+    defs = {mu: sum(x) / D, var: sum((xi - mu) ** 2 for xi in x) / D, r: 1 / sp.sqrt(var + eps),
+            **{xh: (xi - mu) * r for xh, xi in zip(xhat, x)}, L: sum(gi * (wi * xh + bi) for gi, wi, xh, bi in zip(g, w, xhat, b)),
+            **{gwi: gi * wi for gwi, gi, wi in zip(gw, g, w)}, m1: sum(gw) / D, m2: sum(gwi * xh for gwi, xh in zip(gw, xhat)) / D,
+            **{dxi: sp.Derivative(L, xi) for dxi, xi in zip(dx, x)}}
     return [
-        ("LayerNorm of 3 values", out[0]),
-        ("d out_0 / d x_0", sp.simplify(J[0, 0])),
-        ("d out_0 / d x_1", sp.simplify(J[0, 1])),
-        ("VJP: dx = rstd (g w - mean(g w) - xhat mean(g w xhat))", sp.Symbol("dx")),
+        Step(sp.Eq(mu, sum(x) / D), "LayerNorm of 3 values: the mean", defs),
+        Step(sp.Eq(var, sum((xi - mu) ** 2 for xi in x) / D), "the (biased) variance", defs),
+        Step(sp.Eq(r, 1 / sp.sqrt(var + eps)), "r: the reciprocal standard deviation", defs),
+        Step(sp.Eq(xhat[0], (x[0] - mu) * r), "normalised value xhat_i = (x_i - mu) r (shown for i = 0); the output is out_i = w_i xhat_i + b_i", defs),
+        Step(sp.Eq(L, sum(gi * (wi * xh + bi) for gi, wi, xh, bi in zip(g, w, xhat, b))), "loss seen by the op: upstream gradient g", defs),
+        Step(sp.Eq(sp.Derivative(L, b[0]), g[0]), "db_i = g_i (shown for i = 0)", defs),
+        Step(sp.Eq(sp.Derivative(L, w[0]), g[0] * xhat[0]), "dw_i = g_i xhat_i (shown for i = 0)", defs),
+        Step(sp.Eq(sp.Derivative(r, x[0]), -(r**3) * (x[0] - mu) / D), "r depends on every x_i through the variance: dr/dx_i = -r^3 (x_i - mu)/D", defs),
+        Step(sp.Eq(sp.Derivative(xhat[0], x[0]), r * (1 - (1 + xhat[0] ** 2) / D)), "diagonal: d xhat_i / d x_i = r (1 - (1 + xhat_i^2)/D)", defs),
+        Step(sp.Eq(sp.Derivative(xhat[0], x[1]), -r * (1 + xhat[0] * xhat[1]) / D), "off-diagonal: d xhat_i / d x_j = -r (1 + xhat_i xhat_j)/D", defs),
+        Step(sp.Eq(m1, sum(gw) / D), "with gw_i = g_i w_i, the mean m_1 of gw", defs),
+        Step(sp.Eq(m2, sum(gwi * xh for gwi, xh in zip(gw, xhat)) / D), "and m_2, the mean of gw_i xhat_i", defs),
+        Step(sp.Eq(dx[0], r * (gw[0] - m1 - xhat[0] * m2)), "chain rule summed over i: dx_j = r (gw_j - m_1 - xhat_j m_2) (shown for j = 0)", defs),
     ]
 
 
 def _steps_gelu():
+    """Derivatives of gelu_new (tanh approximation) and gelu (erf)."""
+    x = _X
+    u, du = sp.Symbol("u"), sp.Symbol("u'")
+    gelu_new, gelu, Phi, phi = sp.Function("gelu_new"), sp.Function("gelu"), sp.Function("Phi"), sp.Function("phi")
+    c = sp.Float("0.044715", 30)
+    defs = {u: sp.sqrt(2 / sp.pi) * (x + c * x**3), du: sp.sqrt(2 / sp.pi) * (1 + 3 * c * x**2),
+            gelu_new: sp.Lambda(x, GELU_NEW), gelu: sp.Lambda(x, GELU),
+            Phi: sp.Lambda(x, (1 + sp.erf(x / sp.sqrt(2))) / 2), phi: sp.Lambda(x, sp.exp(-(x**2) / 2) / sp.sqrt(2 * sp.pi))}
     return [
-        ("gelu_new (tanh approximation)", GELU_NEW),
-        ("its derivative", gelu_derivative("gelu_new")),
-        ("gelu (erf)", GELU),
-        ("its derivative: Phi(x) + x phi(x)", sp.simplify(gelu_derivative("gelu"))),
+        Step(sp.Eq(gelu_new(x), x * (1 + sp.tanh(u)) / 2), "gelu_new, with u = sqrt(2/pi) (x + 0.044715 x^3)", defs),
+        Step(sp.Eq(sp.Derivative(u, x), du), "u' = sqrt(2/pi) (1 + 3 * 0.044715 x^2)", defs),
+        Step(sp.Eq(sp.Derivative(gelu_new(x), x), (1 + sp.tanh(u)) / 2 + x * (1 - sp.tanh(u) ** 2) * du / 2),
+             "product rule, with tanh' = 1 - tanh^2", defs),
+        Step(sp.Eq(gelu(x), x * Phi(x)), "exact gelu: x times the standard normal CDF Phi", defs),
+        Step(sp.Eq(sp.Derivative(gelu(x), x), Phi(x) + x * phi(x)), "product rule, with Phi' = phi (the normal density)", defs),
     ]
 
 
 TOPICS = {"softmax_jacobian": _steps_softmax, "layernorm_jacobian": _steps_layernorm, "gelu_derivative": _steps_gelu}
-
-
-def derivation_steps(topic: str) -> list:
-    """Steps (caption, sympy expression) of one of this module's ``TOPICS``, for ``minigpt derive``."""
-    return TOPICS[topic]()

@@ -38,6 +38,7 @@ from scipy import integrate, special
 from minigpt.data import AffineRecurrence
 
 from .recurrence import a, b, next_from_three, term_poly, x0
+from .steps import Step
 
 BASELINES = ("copy", "linear", "three_term", "least_squares", "oracle", "prior_mean")
 _TAIL = 12.0  # normal priors are integrated over mean +- 12 std (mass outside < 1e-32)
@@ -425,12 +426,12 @@ def _inner_mixed(v, task) -> float:
     A, B = task.a, task.b
     if A[0] == "normal":  # x1 = a v + b, a normal, b uniform: edges at ma v + {bl, bh}, scale sa |v|
         (ma, sa), (bl, bh) = A[1:], B[1:]
+        if v == 0:  # x1 = b says nothing about a: Var(a | x0, x1) = sa^2 and (x1 - x0)^2 = b^2
+            return sa**2 * float(moment(B, 2))
         edges, scale = (ma * v + bl, ma * v + bh), sa * abs(v)
-    else:  # a uniform, b normal: edges at {al, ah} v + mb, scale sb
+    else:  # a uniform, b normal: edges at {al, ah} v + mb, scale sb > 0 (a point b is handled by the caller)
         (al, ah), (mb, sb) = A[1:], B[1:]
         edges, scale = (al * v + mb, ah * v + mb), sb
-    if scale == 0:
-        return 0.0
     lo, hi = min(edges) - _TAIL * scale, max(edges) + _TAIL * scale
     knots = np.unique(np.clip(np.concatenate([e + _STEPS * scale for e in edges]), lo, hi))
     p_lo, p_hi = knots[:-1, None], knots[1:, None]
@@ -441,42 +442,174 @@ def _inner_mixed(v, task) -> float:
 
 
 # ----------------------------------------------------------------------------- teaching
+# Each topic: a list of ``theory.steps.Step`` (equation, one-line reason, meaning of its symbols).
+def copy_coefficient(position: int, prior) -> float:
+    """Best multiple of x_t alone for predicting x_{t+1}: c_t = E[x_{t+1} x_t] / E[x_t^2] (noise-free),
+    from the priors' exact moments (``_expect_poly``)."""
+    task = as_task(prior)
+    t = _check_position(position, task)
+    num = _expect_poly(sp.Poly(term_poly(t + 1) * term_poly(t), a, b, x0).terms(), task)
+    den = _expect_poly(sp.Poly(term_poly(t) ** 2, a, b, x0).terms(), task)
+    return num / den
+
+
+def expect_uniform(expr, lo=-1, hi=1):
+    """Exact E[expr] for a polynomial in a, b, x0, each independent U(lo, hi) (sympy Rationals)."""
+    v = sp.Symbol("v", real=True)
+    moments: dict = {}
+    total = sp.Integer(0)
+    for (i, j, k), coeff in sp.Poly(sp.expand(expr), a, b, x0).terms():
+        for p in (i, j, k):
+            if p not in moments:
+                moments[p] = sp.integrate(v**p, (v, lo, hi)) / (hi - lo)
+        total += coeff * moments[i] * moments[j] * moments[k]
+    return total
+
+
+def derivation_steps(topic: str) -> list:
+    """Steps of one of this module's ``TOPICS``, for ``minigpt derive``."""
+    return TOPICS[topic]()
+
+
+_lo_a, _hi_a, _lo_b, _hi_b, _lo_x, _hi_x = sp.symbols("l_a h_a l_b h_b l_x h_x", real=True)
+_x1, _x2 = sp.symbols("x_1 x_2", real=True)
+
+
+def _uniform_mean(v, lo, hi, body):
+    """E[body] over v ~ U(lo, hi), as an unevaluated integral (the meaning of a symbol, for checks)."""
+    return sp.Integral(body / (hi - lo), (v, lo, hi))
+
+
 def _steps_bayes0():
-    ea, eb, va, vb = sp.symbols("E[a] E[b] Var(a) Var(b)")
+    """Position 0: the Bayes prediction E[a] x_0 + E[b] and its floor Var(a) E[x_0^2] + Var(b)."""
+    ma, mb, va, vb, q = sp.symbols("m_a m_b v_a v_b q")
+    xhat, mse_x, mse = sp.Symbol("xhat_1"), sp.Function("MSE_0")(x0), sp.Symbol("MSE_0")
+    prior = lambda body: _uniform_mean(a, _lo_a, _hi_a, _uniform_mean(b, _lo_b, _hi_b, body))  # noqa: E731
+    defs = {
+        _x1: a * x0 + b, ma: (_lo_a + _hi_a) / 2, mb: (_lo_b + _hi_b) / 2,
+        va: (_hi_a - _lo_a) ** 2 / 12, vb: (_hi_b - _lo_b) ** 2 / 12, q: _uniform_mean(x0, _lo_x, _hi_x, x0**2),
+        xhat: prior(a * x0 + b), mse_x: prior((a * x0 + b - xhat) ** 2), mse: _uniform_mean(x0, _lo_x, _hi_x, mse_x),
+    }
+    paper = {**defs, _lo_a: -1, _hi_a: 1, _lo_b: -1, _hi_b: 1, _lo_x: -1, _hi_x: 1}
     return [
-        ("target at position 0", sp.Eq(sp.Symbol("x_1"), a * x0 + b)),
-        ("posterior mean (a, b independent of x0)", sp.Eq(sp.Symbol("E[x_1|x_0]"), ea * x0 + eb)),
-        ("Bayes MSE", sp.Eq(sp.Symbol("MSE_0"), va * sp.Symbol("E[x_0^2]") + vb)),
+        Step(sp.Eq(_x1, a * x0 + b), "the target at position 0, where only x_0 is seen (a ~ U(l_a, h_a), b ~ U(l_b, h_b))", defs),
+        Step(sp.Eq(xhat, ma * x0 + mb), "Bayes prediction: a and b are independent of x_0, so average them out (m = prior mean)", defs),
+        Step(sp.Eq(mse_x, va * x0**2 + vb), "its squared error given x_0 is the variance of a x_0 + b (v = prior variance)", defs),
+        Step(sp.Eq(mse, va * q + vb), "average over x_0 (q = E[x_0^2])", defs),
+        Step(sp.Eq(mse, sp.Rational(4, 9)), "paper prior, a, b, x_0 ~ U(-1, 1): v = q = 1/3, so 1/9 + 1/3 = 4/9", paper),
     ]
 
 
 def _steps_bayes1():
-    x1 = sp.Symbol("x_1")
+    """Position 1: only a is unknown; the floor is E[Var(a | x_0, x_1) (x_1 - x_0)^2]."""
+    abar, L, U, var = sp.Symbol("abar"), sp.Symbol("L"), sp.Symbol("U"), sp.Function("Var")(a)
+    err, mse_x = sp.Symbol("e_1"), sp.Function("MSE_1")(x0, _x1)
     ma, mb = sp.symbols("m_a m_b", real=True)
     sa, sb = sp.symbols("s_a s_b", positive=True)
-    V = sa**2 * x0**2 + sb**2
-    post_mean = ma + sa**2 * x0 * (x1 - ma * x0 - mb) / V
-    post_var = sp.simplify(sa**2 - (sa**2 * x0) ** 2 / V)
+    xhat = _x1 + abar * (_x1 - x0)
+    defs = {_x1: a * x0 + b, _x2: a * (a * x0 + b) + b, err: (_x2 - xhat) ** 2}
+    post = {abar: _uniform_mean(a, L, U, a), var: _uniform_mean(a, L, U, (a - abar) ** 2),
+            mse_x: _uniform_mean(a, L, U, ((a - abar) * (_x1 - x0)) ** 2)}
+    normal = {var: sa**2 - (sa**2 * x0) ** 2 / (sa**2 * x0**2 + sb**2)}
     return [
-        ("b is fixed by a once x0, x1 are seen", sp.Eq(b, x1 - a * x0)),
-        ("so the target is linear in a", sp.Eq(sp.Symbol("x_2"), x1 + a * (x1 - x0))),
-        ("normal priors: Var(x1 | x0)", sp.Eq(sp.Symbol("V"), V)),
-        ("posterior mean of a (Gaussian conditioning)", sp.Eq(sp.Symbol("E[a|x_0,x_1]"), post_mean)),
-        ("posterior variance of a", sp.Eq(sp.Symbol("Var(a|x_0,x_1)"), post_var)),
-        ("Bayes MSE at position 1", sp.Eq(sp.Symbol("MSE_1"), sp.Function("E")(post_var * (x1 - x0) ** 2))),
-        ("uniform priors: a | x0, x1 is uniform on [L, U] = [al, ah] cap {bl <= x1 - a x0 <= bh}", sp.Eq(sp.Symbol("Var(a|x_0,x_1)"), (sp.Symbol("U") - sp.Symbol("L")) ** 2 / 12)),
+        Step(sp.Eq(b, _x1 - a * x0), "once x_0 and x_1 are seen, b is fixed by a", defs),
+        Step(sp.Eq(_x2, _x1 + a * (_x1 - x0)), "so the target is linear in the one unknown a", defs),
+        Step(sp.Eq(err, (a - abar) ** 2 * (_x1 - x0) ** 2),
+             "predicting x_1 + abar (x_1 - x_0) errs by (a - abar)(x_1 - x_0): the best abar is the posterior mean of a", defs),
+        Step(sp.Eq(abar, (L + U) / 2),
+             "uniform priors: a | x_0, x_1 is uniform on [L, U] = [l_a, h_a] cut to {l_b <= x_1 - a x_0 <= h_b}", post),
+        Step(sp.Eq(var, (U - L) ** 2 / 12), "its posterior variance", post),
+        Step(sp.Eq(mse_x, (U - L) ** 2 / 12 * (_x1 - x0) ** 2), "squared error given (x_0, x_1); average it over (x_0, x_1) for the floor", post),
+        Step(sp.Eq(var, sa**2 * sb**2 / (sa**2 * x0**2 + sb**2)),
+             "normal priors N(m_a, s_a^2), N(m_b, s_b^2) instead: Gaussian conditioning of a on x_1 = a x_0 + b", normal),
+    ]
+
+
+def _steps_bayes_floor_paper():
+    """Position 1 under the paper prior (a, b, x_0 ~ U(-1, 1)): the floor is exactly 2/15."""
+    L, U, W, m = sp.Symbol("L"), sp.Symbol("U"), sp.Symbol("W"), sp.Function("m")(x0, _x1)
+    I0, mse = sp.Function("I")(x0), sp.Symbol("MSE_1")
+    lo, mid, hi = (-1 - x0, x0 - 1), (x0 - 1, 1 - x0), (1 - x0, 1 + x0)
+    w_lo, w_hi = (_x1 + 1 + x0) / x0, (1 + x0 - _x1) / x0
+    width = sp.Min(1, (_x1 + 1) / x0) - sp.Max(-1, (_x1 - 1) / x0)
+    integrand = lambda w: w**3 * (_x1 - x0) ** 2 / 96  # noqa: E731
+    inner = sum(sp.Integral(integrand(w), (_x1, *r)) for w, r in ((w_lo, lo), (2, mid), (w_hi, hi)))
+    poly = -x0**3 / 10 + sp.Rational(7, 30) * x0**2 - x0 / 12 + sp.Rational(1, 18)
+    pos = {x0: (0.02, 1)}  # 0 < x_0 <= 1; x_0 < 0 is its mirror image
+    return [
+        Step(sp.Eq(W, width), "for 0 < x_0 <= 1, a lies in [-1, 1] and keeps b = x_1 - a x_0 in [-1, 1]: an interval of length W",
+             {W: width}, {**pos, _x1: (-1 - x0, 1 + x0)}),
+        Step(sp.Eq(W, w_lo), "for x_1 in [-1 - x_0, x_0 - 1] the b-constraint cuts the top of the interval", {W: width}, {**pos, _x1: lo}),
+        Step(sp.Eq(W, 2), "for x_1 in [x_0 - 1, 1 - x_0] nothing is cut: a is uniform on [-1, 1]", {W: width}, {**pos, _x1: mid}),
+        Step(sp.Eq(W, w_hi), "for x_1 in [1 - x_0, 1 + x_0] the b-constraint cuts the bottom", {W: width}, {**pos, _x1: hi}),
+        Step(sp.Eq(m, W**3 * (_x1 - x0) ** 2 / 96),
+             "density of (x_0, x_1) is (1/2)(W/4); times Var(a | x_0, x_1) = W^2/12; times (x_1 - x_0)^2",
+             {m: sp.Rational(1, 2) * W / 4 * W**2 / 12 * (_x1 - x0) ** 2}),
+        Step(sp.Eq(I0, poly), "integrate over x_1, one piece of W at a time", {I0: inner}, pos),
+        Step(sp.Eq(mse, 2 * sp.Integral(I0, (x0, 0, 1))),
+             "x_0 < 0 mirrors x_0 > 0 under (x_0, x_1, b) -> (-x_0, -x_1, -b): twice the x_0 > 0 half", {mse: 2 * sp.Integral(inner, (x0, 0, 1)), I0: poly}),
+        Step(sp.Eq(mse, sp.Rational(2, 15)), "integrate the cubic: 2 (-1/40 + 7/90 - 1/24 + 1/18) = 2/15 (0.1333)", {mse: 2 * sp.Integral(inner, (x0, 0, 1))}),
+        Step(sp.Eq(mse / sp.Symbol("MSE_0"), sp.Rational(3, 10)), "seeing x_1 removes 70% of the position-0 floor 4/9",
+             {mse: sp.Rational(2, 15), sp.Symbol("MSE_0"): sp.Rational(4, 9)}),
+    ]
+
+
+def _steps_copy_first():
+    """Why copying is a good first estimate: the best multiple of x_t alone is 0, 3/4, then close to 1."""
+    c, P, Q, R = sp.symbols("c P_t Q_t R_t", real=True)
+    ct = [sp.Symbol(f"c_{t}") for t in range(6)]
+    Pt = [sp.Symbol(f"P_{t}") for t in range(3)]
+    Qt = [sp.Symbol(f"Q_{t}") for t in range(3)]
+    x = [term_poly(t) for t in range(7)]
+    P_ = [expect_uniform(x[t + 1] * x[t]) for t in range(6)]
+    Q_ = [expect_uniform(x[t] ** 2) for t in range(6)]
+    copy_mse = [expect_uniform((x[t + 1] - x[t]) ** 2) for t in range(6)]
+    best_mse = [expect_uniform((x[t + 1] - (P_[t] / Q_[t]) * x[t]) ** 2) for t in range(6)]
+    defs = {**{ct[t]: P_[t] / Q_[t] for t in range(6)}, **{Pt[t]: P_[t] for t in range(3)}, **{Qt[t]: Q_[t] for t in range(3)}}
+    ratio = [sp.Symbol(f"rho_{t}") for t in range(2, 6)]  # MSE of copying / MSE of the best multiple
+    ratios = sp.Matrix([[copy_mse[t] / best_mse[t] for t in range(2, 6)]])
+    # independent check: the float moment machinery (``baseline_mse``, ``copy_coefficient``)
+    ratio_defs = {r: sp.Float(baseline_mse("copy", t, _PAPER) / (baseline_mse("copy", t, _PAPER) - (copy_coefficient(t, _PAPER) - 1) ** 2
+                                                                   * float(Q_[t])), 30) for r, t in zip(ratio, range(2, 6))}
+    c_defs = {ct[t]: sp.Float(copy_coefficient(t, _PAPER), 30) for t in range(2, 6)}
+    return [
+        Step(sp.Eq(sp.Derivative(R - 2 * c * P + c**2 * Q, c), 2 * (c * Q - P)),
+             "E[(x_(t+1) - c x_t)^2] = R_t - 2 c P_t + c^2 Q_t with P_t = E[x_(t+1) x_t], Q_t = E[x_t^2]; differentiate in c"),
+        Step(sp.Eq(sp.Symbol("c_t"), P / Q), "the derivative vanishes at c_t = P_t / Q_t, the best multiple of x_t",
+             {sp.Symbol("c_t"): sp.solve(sp.diff(R - 2 * c * P + c**2 * Q, c), c)[0]}),
+        Step(sp.Eq(Pt[0], 0), "t = 0: P_0 = E[a] E[x_0^2] + E[b] E[x_0] = 0 (paper prior a, b, x_0 ~ U(-1, 1))", defs),
+        Step(sp.Eq(ct[0], 0), "so at t = 0 the best multiple is 0: predict the prior mean, never copy", defs),
+        Step(sp.Eq(Pt[1], sp.Rational(1, 3)), "t = 1: x_2 x_1 = a x_1^2 + b x_1; odd moments vanish, leaving E[b^2] = 1/3", defs),
+        Step(sp.Eq(Qt[1], sp.Rational(4, 9)), "and E[x_1^2] = E[a^2] E[x_0^2] + E[b^2] = 1/9 + 1/3", defs),
+        Step(sp.Eq(ct[1], sp.Rational(3, 4)), "so c_1 = (1/3) / (4/9) = 3/4", defs),
+        Step(sp.Eq(sp.Matrix([ct[2:6]]), sp.Matrix([[P_[t] / Q_[t] for t in range(2, 6)]]), evaluate=False),
+             f"t = 2..5 ({', '.join(f'{float(P_[t] / Q_[t]):.3f}' for t in range(2, 6))}): close to 1, so copying x_t is nearly the best multiple",
+             c_defs),
+        Step(sp.Eq(sp.Matrix([ratio]), ratios, evaluate=False),
+             f"MSE of copying / MSE of the best multiple, t = 2..5 ({', '.join(f'{float(r):.3f}' for r in ratios)}): copying loses little",
+             ratio_defs),
     ]
 
 
 def _steps_baselines():
-    t = 2
-    return [(f"{name}: squared error at position {t}", sp.factor(sp.expand((_observed(t + 1) - baseline_expr(name, t)) ** 2).subs(_s, 0)))
-            for name in ("copy", "linear", "oracle", "prior_mean")]
+    """What each baseline misses at position 2, and the copy baseline's MSE under the paper prior."""
+    xs = sp.symbols("x_1:4", real=True)
+    ma, mb = sp.symbols("m_a m_b", real=True)
+    e = {name: sp.Symbol(f"e_{name}") for name in ("copy", "linear", "oracle", "prior_mean")}
+    mse = sp.Symbol("MSE_copy(2)")
+    defs = {**{xs[k - 1]: term_poly(k) for k in (1, 2, 3)}, e["copy"]: xs[2] - xs[1], e["linear"]: xs[2] - (2 * xs[1] - xs[0]),
+            e["oracle"]: xs[2] - (a * xs[1] + b), e["prior_mean"]: xs[2] - (ma * xs[1] + mb),
+            mse: sp.Float(baseline_mse("copy", 2, _PAPER), 30)}
+    d2 = a**2 * ((a - 1) * x0 + b)
+    return [
+        Step(sp.Eq(e["copy"], d2), "copying x_2 misses x_3 by the difference d_2 = a^2 ((a - 1) x_0 + b)", defs),
+        Step(sp.Eq(e["linear"], (a - 1) * a * ((a - 1) * x0 + b)), "2 x_2 - x_1 misses by (a - 1) d_1: small when a is near 1", defs),
+        Step(sp.Eq(e["oracle"], 0), "a x_2 + b with the true a, b is exact", defs),
+        Step(sp.Eq(e["prior_mean"], (a - ma) * xs[1] + (b - mb)), "m_a x_2 + m_b misses by the prior's error on a and b", defs),
+        Step(sp.Eq(mse, expect_uniform(d2**2)), "paper prior: E[d_2^2] from the exact moments E[v^k] = 1/(k + 1), k even", defs),
+    ]
 
 
-TOPICS = {"bayes_position0": _steps_bayes0, "bayes_position1": _steps_bayes1, "baselines": _steps_baselines}
-
-
-def derivation_steps(topic: str) -> list:
-    """Steps (caption, sympy expression) of one of this module's ``TOPICS``, for ``minigpt derive``."""
-    return TOPICS[topic]()
+_PAPER = AffineRecurrence()  # a, b, x0 ~ U(-1, 1): the paper prior
+TOPICS = {"bayes_position0": _steps_bayes0, "bayes_position1": _steps_bayes1, "bayes_floor_paper": _steps_bayes_floor_paper,
+          "copy_first_estimate": _steps_copy_first, "baselines": _steps_baselines}

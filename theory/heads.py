@@ -23,6 +23,8 @@ from functools import lru_cache
 import numpy as np
 import sympy as sp
 
+from .steps import Step
+
 _HARD = 60.0  # positional logit making a head one-hot: leakage e^-60 ~ 1e-26
 
 
@@ -203,49 +205,50 @@ def fit_similarity_pattern(pattern, x, positional: bool = True, floor: float = 1
     """Fit logits beta x_t x_j (+ P[t, j]) to an empirical causal pattern [batch, T, T] on inputs x [batch, T].
 
     Softmax is invariant to a per-row constant, so within each row (query t) the centred log-pattern
-    log p_tj - mean_{j<=t} log p_tj is regressed on the centred features (x_t x_j and, if positional,
-    one-hot (t, j)): linear least squares, exact when the pattern is such a head. Returns beta, pos_bias
-    [T, T] (row-centred, zeros above the diagonal), r2_logits (on the centred log-pattern) and r2 (on
-    the pattern itself: 1 - SSE / SST of the probabilities, rows with t >= 1).
+    log p_tj - mean_j log p_tj is regressed on the centred features (x_t x_j and, if positional, one-hot (t, j)):
+    linear least squares, exact when the pattern is such a head. Entries with p <= ``floor`` are left out of the
+    fit (censored, not clipped: clipping them to the floor would pull beta toward 0 for a head whose logits span
+    more than -log(floor) nats in a row), and each row is centred over the entries it keeps. Returns beta,
+    pos_bias [T, T] (row-centred over j <= t, zeros above the diagonal), r2_logits (on the centred log-pattern of
+    the kept entries) and r2 (on the pattern itself: 1 - SSE / SST of the probabilities, rows with t >= 1).
     """
     p = np.asarray(pattern, dtype=float)
     x = np.asarray(x, dtype=float)
     Bn, T = x.shape
-    mask = _causal(T)
-    logp = np.log(np.maximum(p, floor))
-    cnt = mask.sum(1)  # [T] keys per query
+    causal = _causal(T)
+    keep = causal & (p > floor)  # [B, T, T] entries that enter the fit
+    cnt = np.maximum(keep.sum(-1, keepdims=True), 1)  # [B, T, 1] kept keys per row
 
-    def centre(v):  # [..., T, T] -> row-centred over j <= t, zero elsewhere
-        v = np.where(mask, v, 0.0)
-        return np.where(mask, v - v.sum(-1, keepdims=True) / cnt[:, None], 0.0)
+    def centre(v):  # [B, T, T] -> centred over the kept keys of each row, zero elsewhere
+        v = np.where(keep, v, 0.0)
+        return np.where(keep, v - v.sum(-1, keepdims=True) / cnt, 0.0)
 
-    y = centre(logp)  # [B, T, T]
+    y = centre(np.log(np.where(keep, p, 1.0)))  # [B, T, T]
     sim = centre(x[:, :, None] * x[:, None, :])  # [B, T, T]
-    rows, cols = np.nonzero(mask)
-    keep = rows >= 1  # row 0 has a single key: nothing to fit
-    rows, cols = rows[keep], cols[keep]
-    feats = [sim[:, rows, cols].reshape(-1)]
-    if positional:  # one-hot of (t, j), centred within the row; identical for every sequence
-        onehot = np.zeros((len(rows), len(rows)))
-        for i, (t, j) in enumerate(zip(rows, cols)):
-            same_row = rows == t
-            onehot[same_row, i] -= 1.0 / cnt[t]
-            onehot[i, i] += 1.0
-        feats += list(np.tile(onehot, (Bn, 1)).T)
-    A = np.stack(feats, 1)  # [B * n_entries, n_features]
-    target = y[:, rows, cols].reshape(-1)
+    rows_t, cols_j = np.nonzero(causal & (np.arange(T)[:, None] >= 1))  # the fitted cells (t, j), t >= 1
+    sel = keep[:, rows_t, cols_j].reshape(-1)  # [B * n_cells] rows of the regression that are kept
+    feats = [sim[:, rows_t, cols_j].reshape(-1)]
+    if positional:  # one-hot of (t, j), centred over the kept keys of its row: M[b, t, j, j'] = [j == j'] - keep/cnt
+        M = np.eye(T)[None, None] - (keep / cnt)[:, :, None, :]  # [B, T, T(j), T(j')]
+        onehot = np.zeros((Bn, len(rows_t), len(rows_t)))
+        for t in range(1, T):
+            here = np.nonzero(rows_t == t)[0]  # the cells of row t
+            onehot[:, here[:, None], here[None, :]] = M[:, t][:, cols_j[here]][:, :, cols_j[here]]
+        feats += list(onehot.reshape(Bn * len(rows_t), -1).T)
+    A = np.stack(feats, 1)[sel]  # [n_kept, n_features]
+    target = y[:, rows_t, cols_j].reshape(-1)[sel]
     coef, *_ = np.linalg.lstsq(A, target, rcond=None)
     beta = float(coef[0])
     P = np.zeros((T, T))
     if positional:
-        P[rows, cols] = coef[1:]
-        P = centre(P)
+        P[rows_t, cols_j] = coef[1:]
+        P = np.where(causal, P - np.where(causal, P, 0.0).sum(-1, keepdims=True) / causal.sum(-1, keepdims=True), 0.0)
     fitted = similarity_pattern(x, beta, P)
     resid_logits = target - A @ coef
     sst_l = float(((target - target.mean()) ** 2).sum())
-    sel = p[:, rows, cols]
-    sse = float(((sel - fitted[:, rows, cols]) ** 2).sum())
-    sst = float(((sel - sel.mean()) ** 2).sum())
+    obs = p[:, rows_t, cols_j]
+    sse = float(((obs - fitted[:, rows_t, cols_j]) ** 2).sum())
+    sst = float(((obs - obs.mean()) ** 2).sum())
     return {"beta": beta, "pos_bias": P, "r2_logits": _r2(float((resid_logits**2).sum()), sst_l),
             "r2": _r2(sse, sst), "fitted": fitted}
 
@@ -322,30 +325,46 @@ def head_closed_form(kind: str, x, beta: float = 0.0, gamma: float = 1.0, pos_bi
 
 
 # ----------------------------------------------------------------------------- teaching
+# Each topic: a list of ``theory.steps.Step`` (equation, one-line reason, meaning of its symbols).
+def derivation_steps(topic: str) -> list:
+    """Steps of one of this module's ``TOPICS``, for ``minigpt derive``."""
+    return TOPICS[topic]()
+
+
 def _steps_similarity():
-    series, form = symbolic_expansion(3, 2)
-    beta = sp.Symbol("beta", real=True)
+    """The similarity head as the slope of a cumulant generating function; its small-beta expansion."""
     xs = sp.symbols("x_0:3", real=True)
-    mean, var = arithmetic_context()
-    t = sp.Symbol("t", integer=True, nonnegative=True)
+    beta, lam = sp.Symbol("beta", real=True), sp.Symbol("lambda", real=True)
+    w = sp.symbols("w_0:3", positive=True)
+    h, K = sp.Symbol("h"), sp.Function("K")
+    h0, h1, h2 = sp.symbols("h_0 h_1 h_2")
+    mu, var, k3 = sp.Symbol("mu"), sp.Symbol("sigma^2"), sp.Symbol("kappa_3")
+    head = sum(wj * xj for wj, xj in zip(w, xs)) / sum(w)
+    defs = {h: head, **{wj: sp.exp(beta * xs[2] * xj) for wj, xj in zip(w, xs)},
+            K: sp.Lambda(lam, sp.log(sum(sp.exp(lam * xj) for xj in xs) / 3)),
+            mu: sum(xs) / 3, var: sum((xj - mu) ** 2 for xj in xs) / 3, k3: sum((xj - mu) ** 3 for xj in xs) / 3}
+    head_b = head.xreplace({wj: sp.exp(beta * xs[2] * xj) for wj, xj in zip(w, xs)})  # as a function of beta
+    taylor = {h0: head_b.subs(beta, 0), h1: sp.diff(head_b, beta).subs(beta, 0), h2: sp.diff(head_b, beta, 2).subs(beta, 0) / 2}
+    t, j = sp.symbols("t j", integer=True, nonnegative=True)
     x0, b = sp.symbols("x0 b", real=True)
-    lam = sp.Symbol("lambda")
+    mean_t, var_t = arithmetic_context()
+    mu_t, var_t_s, x_t = sp.Symbol("mu_t"), sp.Symbol("sigma_t^2"), sp.Symbol("x_t")
+    arith = {mu_t: sp.Sum(x0 + j * b, (j, 0, t)) / (t + 1), var_t_s: sp.Sum((x0 + j * b) ** 2, (j, 0, t)) / (t + 1) - mu_t**2,
+             x_t: x0 + t * b}
     return [
-        ("similarity head, 3 terms, query x_2: zeroth order in beta is the context mean", series.coeff(beta, 0)),
-        ("first order coefficient of beta", sp.factor(series.coeff(beta, 1))),
-        ("= x_t times the context variance (difference is 0)", sp.expand(series.coeff(beta, 1) - xs[2] * sp.expand(sum((xi - sum(xs) / 3) ** 2 for xi in xs) / 3))),
-        ("second order = (x_t^2 / 2) * third central moment (difference is 0)", sp.expand(series - form)),
-        ("in general: out/gamma = K'(lambda) at lambda = beta x_t, K = log mean_j exp(lambda x_j)",
-         sp.Eq(sp.Symbol("out/gamma"), sp.Derivative(sp.Function("K")(lam), lam))),
-        ("a = 1 family: context mean at query t", mean),
-        ("a = 1 family: context variance at query t", var),
-        ("x_t - mean = t b / 2, so x_t + (2/t)(x_t - mean) = x_t + b is exact on a = 1", sp.simplify(x0 + t * b - mean)),
+        Step(sp.Eq(h, head), "query x_2 averages the context x_0, x_1, x_2 with weights w_j = exp(beta x_2 x_j)", defs),
+        Step(sp.Eq(sp.Matrix(w), sp.Matrix([sp.exp(beta * xs[2] * xj) for xj in xs]), evaluate=False),
+             "the weights: beta > 0 favours keys similar to x_2, beta < 0 (negative similarity) dissimilar ones", defs),
+        Step(sp.Eq(h, sp.Subs(sp.Derivative(K(lam), lam), lam, beta * xs[2])),
+             "h is the slope of K(lambda) = log mean_j exp(lambda x_j), the context's cumulant generating function", defs),
+        Step(sp.Eq(h0, mu), "order 0 in beta: every weight is 1, so the head returns the context mean", {**defs, **taylor}),
+        Step(sp.Eq(h1, xs[2] * var), "order 1: the slope in beta is x_2 times the context variance", {**defs, **taylor}),
+        Step(sp.Eq(h2, xs[2] ** 2 * k3 / 2), "order 2: (x_2^2 / 2) times the third central moment (cumulants of K)", {**defs, **taylor}),
+        Step(sp.Eq(mu_t, mean_t), "a = 1 family x_j = x_0 + j b: the mean of the context x_0 .. x_t", arith),
+        Step(sp.Eq(var_t_s, var_t), "and its variance", arith),
+        Step(sp.Eq(x_t + 2 / t * (x_t - mu_t), x_t + b),
+             "x_t - mu_t = t b / 2, so x_t + (2/t)(x_t - mu_t) is the next term x_(t+1) exactly", arith),
     ]
 
 
 TOPICS = {"similarity_head": _steps_similarity}
-
-
-def derivation_steps(topic: str) -> list:
-    """Steps (caption, sympy expression) of one of this module's ``TOPICS``, for ``minigpt derive``."""
-    return TOPICS[topic]()

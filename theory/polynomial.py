@@ -23,6 +23,8 @@ from math import comb
 import numpy as np
 import sympy as sp
 
+from .steps import Step
+
 n, s = sp.symbols("n s", positive=True)
 
 
@@ -123,3 +125,35 @@ def sequence(coeffs, length: int, scale: float) -> np.ndarray:
     for j in range(c.shape[-1] - 1, -1, -1):
         out = out * u + c[..., j : j + 1]
     return out
+
+
+# ----------------------------------------------------------------------------- teaching
+# Each topic: a list of ``theory.steps.Step`` (equation, one-line reason, meaning of its symbols).
+def derivation_steps(topic: str) -> list:
+    """Steps of one of this module's ``TOPICS``, for ``minigpt derive``."""
+    return TOPICS[topic]()
+
+
+def _steps_polynomial():
+    """Polynomial sequences: finite differences, the predictor 3 x_t - 3 x_{t-1} + x_{t-2} (degree 2)."""
+    m = 2
+    c = coeff_symbols(m)
+    t = sp.Symbol("t", integer=True, positive=True)
+    x, D1, D2, D3 = sp.Function("x"), sp.Function("Delta_x"), sp.Function("Delta^2_x"), sp.Function("Delta^3_x")
+    defs = {x: sp.Lambda(n, term(m)), D1: sp.Lambda(n, x(n + 1) - x(n)), D2: sp.Lambda(n, D1(n + 1) - D1(n)),
+            D3: sp.Lambda(n, D2(n + 1) - D2(n))}
+    from_two = {t: (2, 8)}  # the predictor reads x_(t-2)
+    return [
+        Step(sp.Eq(x(n), c[0] + c[1] * n / s + c[2] * (n / s) ** 2), "a degree-2 sequence: x_n = p(n / s) with coefficients c_j and scale s", defs),
+        Step(sp.Eq(D1(n), c[1] / s + c[2] * (2 * n + 1) / s**2), "first difference Delta_x(n) = x(n + 1) - x(n): the n^2 terms cancel, the degree drops to 1", defs),
+        Step(sp.Eq(D2(n), 2 * c[2] / s**2), "second difference: constant, m! c_m / s^m with m = 2", defs),
+        Step(sp.Eq(D3(n), 0), "third difference: zero for every n, c and s (the (m+1)-th difference kills degree m)", defs),
+        Step(sp.Eq(D3(t - 2), x(t + 1) - 3 * x(t) + 3 * x(t - 1) - x(t - 2)), "the third difference at t - 2 written out with binomial signs", defs, from_two),
+        Step(sp.Eq(x(t + 1), 3 * x(t) - 3 * x(t - 1) + x(t - 2)), "set it to 0 and solve: exact from t = 2, without knowing c or s", defs, from_two),
+        Step(sp.Eq(x(t + 1), x(t) + D1(t - 1) + D2(t - 2)), "the same predictor as copy + last difference + last second difference", defs, from_two),
+        Step(sp.Eq(x(t + 1) - x(t), D1(t)), "so copying errs by the first difference at t, O(1/s)", defs),
+        Step(sp.Eq(x(t + 1) - (2 * x(t) - x(t - 1)), 2 * c[2] / s**2), "and linear extrapolation by the second difference 2 c_2 / s^2 = O(1/s^2)", defs),
+    ]
+
+
+TOPICS = {"polynomial_sequence": _steps_polynomial}

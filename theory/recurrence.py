@@ -20,6 +20,8 @@ from functools import lru_cache
 import numpy as np
 import sympy as sp
 
+from .steps import Step
+
 a, b, x0 = sp.symbols("a b x0", real=True)
 n = sp.symbols("n", integer=True, nonnegative=True)
 # three consecutive observed terms x_{t-2}, x_{t-1}, x_t
@@ -159,62 +161,93 @@ def sequence_numeric(a_, b_, x0_, length: int) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- teaching
-def derivation_steps(topic: str = "recurrence") -> list[tuple[str, sp.Expr]]:
-    """Steps (caption, sympy expression) for ``minigpt derive``; topics in ``TOPICS``."""
+# Each topic: a list of ``theory.steps.Step`` (equation, one-line reason, meaning of its symbols).
+_x = sp.Function("x")  # x(n): the n-th term
+_t = sp.Symbol("t", integer=True, nonnegative=True)  # a position
+_i = sp.Symbol("i", integer=True, nonnegative=True)  # a summation index
+_xs = sp.Symbol("x^*", real=True)  # the fixed point
+_X = {_x: sp.Lambda(n, closed_form())}  # what x(n) means: the closed form (checked against iteration)
+
+
+def derivation_steps(topic: str = "recurrence") -> list[Step]:
+    """Steps of one of this module's ``TOPICS``, for ``minigpt derive``."""
     return TOPICS[topic]()
 
 
 def _steps_recurrence():
-    x_n = sp.Function("x")
-    generic = a**n * x0 + b * (a**n - 1) / (a - 1)
+    """Closed form of x_{n+1} = a x_n + b by unrolling and a geometric sum."""
+    S = sp.Function("S")
+    defs = {**_X, S: sp.Lambda(n, sp.Sum(a**_i, (_i, 0, n - 1)))}
     return [
-        ("the recurrence", sp.Eq(x_n(n + 1), a * x_n(n) + b)),
-        ("unrolled: x_n = a^n x0 + b (1 + a + ... + a^{n-1})", sp.Eq(x_n(n), a**n * x0 + b * sp.Sum(a**sp.Symbol("i"), (sp.Symbol("i"), 0, n - 1)))),
-        ("geometric sum", sp.Eq(sp.Symbol("S_n"), geometric_sum())),
-        ("closed form", sp.Eq(x_n(n), closed_form())),
-        ("check: x_{n+1} - (a x_n + b) for a != 1", sp.simplify(generic.subs(n, n + 1) - (a * generic + b))),
-        ("check: x_4 by iteration", sp.Eq(x_n(4), iterate(4))),
+        Step(sp.Eq(_x(n + 1), a * _x(n) + b), "the rule: each term is a times the previous one plus b", defs),
+        Step(sp.Eq(_x(1), a * x0 + b), "one step from x_0", defs),
+        Step(sp.Eq(_x(2), a**2 * x0 + a * b + b), "two steps: the first b has been multiplied by a once", defs),
+        Step(sp.Eq(_x(n), a**n * x0 + b * S(n)), "n steps: x_0 picks up a^n, and the b added k steps ago picks up a^k", defs),
+        Step(sp.Eq(S(n), sp.Sum(a**_i, (_i, 0, n - 1))), "S_n names the geometric sum 1 + a + ... + a^(n-1)", defs),
+        Step(sp.Eq(S(n) - a * S(n), 1 - a**n), "S_n - a S_n telescopes: every power but 1 and a^n cancels", defs),
+        Step(sp.Eq(S(n), (a**n - 1) / (a - 1)), "divide by 1 - a (a != 1; for a = 1 every term is 1 and S_n = n)", defs),
+        Step(sp.Eq(_x(n), closed_form()), "closed form, with the a = 1 case (x_n = x_0 + n b) separate", defs),
+        Step(sp.Eq(_x(4), iterate(4)), "check: applying the rule four times gives the same polynomial", defs),
     ]
 
 
 def _steps_fixed_point():
-    xs = sp.Symbol("x^*")
+    """The fixed point x* = b / (1 - a) and how the terms approach it (|a| < 1) or leave it."""
+    defs = {**_X, _xs: fixed_point()}
     return [
-        ("a fixed point satisfies x = a x + b", sp.Eq(xs, a * xs + b)),
-        ("solution (a != 1)", sp.Eq(xs, fixed_point())),
-        ("closed form around the fixed point", sp.Eq(sp.Function("x")(n), xs + a**n * (x0 - xs))),
-        ("|a| < 1 converges to x*, a < 0 oscillates around it, a = 1 has no fixed point (b != 0)", sp.Limit(a**n, n, sp.oo)),
+        Step(sp.Eq(_xs, a * _xs + b), "a fixed point is a value the rule leaves unchanged", defs),
+        Step(sp.Eq(_xs, fixed_point()), "solve the linear equation (a != 1; for a = 1, b != 0 there is none)", defs),
+        Step(sp.Eq(_x(n + 1) - _xs, a * (_x(n) - _xs)), "subtract x* = a x* + b from the rule: the distance to x* is multiplied by a", defs),
+        Step(sp.Eq(_x(n), _xs + a**n * (x0 - _xs)), "apply that n times from x_0", defs),
+        Step(sp.Eq(sp.Abs(_x(n) - _xs), sp.Abs(a) ** n * sp.Abs(x0 - _xs)),
+             "so |a| < 1 shrinks the distance geometrically (convergence), |a| > 1 grows it; a < 0 flips the side each step", defs),
     ]
 
 
 def _steps_differences():
+    """Differences d_n = x_{n+1} - x_n: d_n = a^n d_0, so d_{n+1} = a d_n (b drops out)."""
     d = sp.Function("d")
+    defs = {**_X, d: sp.Lambda(n, _x(n + 1) - _x(n))}
     return [
-        ("difference of consecutive terms", sp.Eq(d(n), sp.Function("x")(n + 1) - sp.Function("x")(n))),
-        ("in closed form", sp.Eq(d(n), difference())),
-        ("ratio of consecutive differences", sp.Eq(d(n + 1) / d(n), sp.simplify(difference(n + 1) / difference()))),
+        Step(sp.Eq(d(n), _x(n + 1) - _x(n)), "d_n names the difference of consecutive terms", defs),
+        Step(sp.Eq(d(n), a * _x(n) + b - _x(n)), "substitute the rule for x_(n+1)", defs),
+        Step(sp.Eq(d(n + 1), a * d(n)), "d_(n+1) = (a x_(n+1) + b) - (a x_n + b) = a d_n: b drops out", defs),
+        Step(sp.Eq(d(0), (a - 1) * x0 + b), "the first difference", defs),
+        Step(sp.Eq(d(n), difference()), "so every difference is a^n times the first", defs),
     ]
 
 
 def _steps_next_from_three():
+    """The next term from three consecutive terms: x_t + (x_t - x_{t-1})^2 / (x_{t-1} - x_{t-2})."""
     a_hat, b_hat, det = solve_three()
+    u = sp.Symbol("u", real=True)  # x_{t-2}: any value
+    x_next = sp.Symbol("x_{t+1}", real=True)
+    defs = {p2: u, p1: a * u + b, p0: a * (a * u + b) + b, x_next: a * (a * (a * u + b) + b) + b}
+    M = sp.Matrix([[p2, 1], [p1, 1]])
     return [
-        ("two linear equations in (a, b)", sp.Eq(sp.Matrix([[p2, 1], [p1, 1]]) * sp.Matrix([a, b]), sp.Matrix([p1, p0]), evaluate=False)),
-        ("determinant (identifiable iff nonzero)", det),
-        ("solution for a", sp.Eq(a, a_hat)),
-        ("solution for b", sp.Eq(b, b_hat)),
-        ("next term a x_t + b, as copy + correction", sp.Eq(sp.Symbol("x_{t+1}"), next_from_three_expr())),
+        Step(sp.Eq(p1, a * p2 + b), "the rule once: x_(t-1) from x_(t-2)", defs),
+        Step(sp.Eq(p0, a * p1 + b), "the rule again: x_t from x_(t-1) (two linear equations in a, b)", defs),
+        Step(sp.Eq(sp.Determinant(M), det), "their 2x2 determinant: (a, b) are identifiable iff x_(t-1) != x_(t-2)", defs),
+        Step(sp.Eq(p0 - p1, a * (p1 - p2)), "subtract the two equations: b drops out", defs),
+        Step(sp.Eq(a, a_hat), "solve for a (divide by x_(t-1) - x_(t-2))", defs),
+        Step(sp.Eq(b, b_hat), "then b = x_(t-1) - a x_(t-2)", defs),
+        Step(sp.Eq(x_next, next_from_three_expr()), "substitute into a x_t + b: copy x_t, then add a correction", defs),
     ]
 
 
 def _steps_errors():
-    xk = sp.Symbol("x_k")
-    expr, in_n = copy_error()
+    """How far copying x_t and linear extrapolation 2 x_t - x_{t-1} miss the next term."""
+    defs = {**_X, _xs: fixed_point()}
+    d_prev = _x(_t) - _x(_t - 1)
+    from_one = {_t: (1, 7)}  # linear extrapolation needs t >= 1
     return [
-        ("error of copying x_k", sp.Eq(sp.Symbol("e_copy"), expr)),
-        ("... in closed form (= d_k)", sp.Eq(sp.Symbol("e_copy"), in_n)),
-        ("error of linear extrapolation 2 x_k - x_{k-1} (= (a-1) d_{k-1})", sp.Eq(sp.Symbol("e_lin"), linear_error())),
-        ("fixed point form of the copy error", sp.Eq(sp.Symbol("e_copy"), sp.factor(expr.subs(b, (1 - a) * sp.Symbol("x^*"))))),
+        Step(sp.Eq(_x(_t + 1) - _x(_t), (a - 1) * _x(_t) + b), "copying x_t misses x_(t+1) = a x_t + b by (a - 1) x_t + b", defs),
+        Step(sp.Eq(_x(_t + 1) - _x(_t), difference(_t)), "that miss is the difference d_t = a^t ((a - 1) x_0 + b)", defs),
+        Step(sp.Eq(_x(_t + 1) - _x(_t), (a - 1) * (_x(_t) - _xs)), "in terms of the fixed point: copying is good near x* or when a is near 1", defs),
+        Step(sp.Eq(_x(_t + 1) - (2 * _x(_t) - _x(_t - 1)), (a - 1) * d_prev),
+             "linear extrapolation assumes d_t = d_(t-1); it misses by d_t - d_(t-1) = (a - 1) d_(t-1)", defs, from_one),
+        Step(sp.Eq(_x(_t + 1) - (2 * _x(_t) - _x(_t - 1)), (a - 1) * difference(_t - 1)),
+             "in closed form: (a - 1) a^(t-1) ((a - 1) x_0 + b)", defs, from_one),
     ]
 
 

@@ -34,6 +34,8 @@ from functools import lru_cache
 import numpy as np
 import sympy as sp
 
+from .steps import Step
+
 
 # ----------------------------------------------------------------------------- symbols
 def symbols(k: int):
@@ -265,3 +267,44 @@ def large_beta_limit(x, beta: float, W=None) -> np.ndarray:
     best = s >= s.max(-1, keepdims=True) - tol
     w = best / best.sum(-1, keepdims=True)
     return np.einsum("...tj,...jk->...tk", w, x)
+
+
+# ----------------------------------------------------------------------------- teaching
+# Each topic: a list of ``theory.steps.Step`` (equation, one-line reason, meaning of its symbols).
+def derivation_steps(topic: str) -> list:
+    """Steps of one of this module's ``TOPICS``, for ``minigpt derive``."""
+    return TOPICS[topic]()
+
+
+def _steps_vector():
+    """x_{n+1} = A x_n + b in R^k: closed form, fixed point, identifiability, next term (shown for k = 2)."""
+    k = 2
+    A_, b_, x0_ = symbols(k)
+    terms = [iterate(k, i, A_, b_, x0_) for i in range(5)]
+    diffs = [terms[i + 1] - terms[i] for i in range(3)]
+    A, b = sp.MatrixSymbol("A", k, k), sp.MatrixSymbol("b", k, 1)
+    x = [sp.MatrixSymbol(f"x_{i}", k, 1) for i in range(5)]
+    d = [sp.MatrixSymbol(f"d_{i}", k, 1) for i in range(3)]
+    xs = sp.MatrixSymbol("x^*", k, 1)
+    Z, K = sp.MatrixSymbol("Z", k + 1, k + 1), sp.MatrixSymbol("K", k, k)
+    D0, D1 = sp.MatrixSymbol("D_0", k, k), sp.MatrixSymbol("D_1", k, k)
+    I = sp.Identity(k)
+    im = sp.ImmutableMatrix
+    defs = {A: im(A_), b: im(b_), **{xi: im(v) for xi, v in zip(x, terms)}, **{di: im(v) for di, v in zip(d, diffs)},
+            xs: im((sp.eye(k) - A_).inv() * b_), Z: im(design_matrix(terms[:k + 1])), K: im(krylov(A_, diffs[0])),
+            D0: im(sp.Matrix.hstack(*diffs[:2])), D1: im(sp.Matrix.hstack(*diffs[1:3]))}
+    return [
+        Step(sp.Eq(x[1], A * x[0] + b), "the rule with a k x k matrix A and a vector b (shown for k = 2; the algebra is the same for any k)", defs),
+        Step(sp.Eq(x[3], A**3 * x[0] + (I + A + A**2) * b), "unrolled three steps: the geometric sum now has matrix powers", defs),
+        Step(sp.Eq(xs, (I - A).inverse() * b), "fixed point x* = A x* + b, when I - A is invertible", defs),
+        Step(sp.Eq(x[3] - xs, A**3 * (x[0] - xs)), "the distance to x* is multiplied by A each step: converges iff every |eigenvalue| < 1", defs),
+        Step(sp.Eq(d[1], A * d[0]), "differences d_n = x_(n+1) - x_n: b drops out, d_(n+1) = A d_n", defs),
+        Step(sp.Eq(sp.Determinant(Z), (-1) ** k * sp.Determinant(K)),
+             "the k + 1 equations x_(i+1) = A x_i + b have design Z, rows (x_i^T, 1): det Z = (-1)^k det K, K = [d_0, A d_0]", defs),
+        Step(sp.Eq(D1, A * D0), "difference matrices D_0 = [d_0, d_1], D_1 = [d_1, d_2]: (A, b) identifiable iff d_0 is a cyclic vector of A", defs),
+        Step(sp.Eq(x[4], x[3] + D1 * D0.inverse() * d[2]), "so A = D_1 D_0^-1, and from x_0 .. x_3 the next term is x_3 + A d_2: copy, then correct", defs),
+        Step(sp.Eq(x[3] - x[2], (A - I) * x[2] + b), "copying x_t errs by (A - I) x_t + b, as in the scalar case", defs),
+    ]
+
+
+TOPICS = {"vector_recurrence": _steps_vector}

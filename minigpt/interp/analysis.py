@@ -8,11 +8,13 @@ import numpy as np
 
 from .. import baselines
 from .ablation import head_ablation, layer_ablation
+from .claims import claims as claims_v2
 from .head_scores import COLUMNS, classify_heads, head_scores
 from .lens import prediction_lens, probe_lens
 from .patching import WHICH, make_pairs, patch_heads, patch_resid
 
 EVAL_SEED = 12345
+CLAIMS_STREAM = 7  # random stream of the claims-v2 batch (patching uses 0..2)
 CLAIM_RATIO = 2.0  # an ablation "matters" if it at least doubles the MSE over positions t >= 2
 
 
@@ -116,6 +118,27 @@ def _gain(dc, out):
     return fit_gain(dc - dc.mean(), out - out.mean())
 
 
+NULL_MARGIN = 0.1  # a similarity fit counts when it removes >= 10% of the positional-only pattern's held-out error
+
+
+def null_gain(A, x, t_min=1):
+    """Does a similarity head (beta x_t x_j + P[t, j]) describe a pattern better than position alone?
+
+    ``A [batch, T, T]`` one head's pattern on ``x [batch, T]``. Both models are fitted on the first half of the
+    sequences: the similarity head by ``theory.heads.fit_similarity_pattern`` (positional), the null by the mean
+    pattern at each (t, j) (the best beta = 0 pattern in squared error). On the second half, rows t >= t_min:
+    ``null_gain = 1 - SSE(similarity fit) / SSE(null)``; ``null_counts``: null_gain >= NULL_MARGIN."""
+    from theory.heads import fit_similarity_pattern, similarity_pattern
+
+    half = len(x) // 2
+    fit = fit_similarity_pattern(A[:half], x[:half], positional=True)
+    held, xh = A[half:, t_min:], x[half:]
+    sse_sim = float(((similarity_pattern(xh, fit["beta"], fit["pos_bias"])[:, t_min:] - held) ** 2).sum())
+    sse_null = float(((A[:half, t_min:].mean(0) - held) ** 2).sum())
+    gain = 1.0 - sse_sim / sse_null if sse_null > 0 else 0.0
+    return {"null_gain": gain, "null_counts": bool(gain >= NULL_MARGIN), "beta_train": fit["beta"]}
+
+
 def idealised_fits(model, x, res, n_fit=128, t_min=1):
     """Fit the idealised heads of ``theory.heads`` to the heads named in the claims table (``named_heads``).
 
@@ -123,6 +146,9 @@ def idealised_fits(model, x, res, n_fit=128, t_min=1):
     - similarity head: ``fit_similarity_pattern`` with and without a positional bias P[t, j] (fitted beta,
       R^2 of the pattern and of the row-centred log-pattern); the fitted bias on the current and on the previous
       key (mean over rows t >= 1 of P[t, t] and P[t, t-1], row-centred, nats);
+    - the null: ``null_gain``, how much of a positional-only pattern's held-out error the similarity fit removes
+      (half the sequences to fit, half to score); the fitted beta is read as a similarity head only when
+      ``null_counts`` (>= NULL_MARGIN): a near-uniform head reaches a high R^2 around the global mean with beta ~ 0;
     - copy / previous-token head: ``pattern_score`` against the idealised one-hot patterns;
     - OV gain gamma and R^2 (``fit_gain``, centred) of the head's direct contribution to the prediction against
       the idealised outputs: the empirical pattern's mix sum_j A[t, j] x_j, the fitted similarity head's mix
@@ -147,11 +173,13 @@ def idealised_fits(model, x, res, n_fit=128, t_min=1):
         row = {"head": name, "roles": roles}
         fp = fit_similarity_pattern(A, xf, positional=True)
         f0 = fit_similarity_pattern(A, xf, positional=False)
+        null = null_gain(A, xf, t_min)
         P = fp["pos_bias"]
         idx = np.arange(1, T)
         row.update(beta=f0["beta"], r2=f0["r2"], r2_logits=f0["r2_logits"], beta_pos=fp["beta"], r2_pos=fp["r2"], r2_logits_pos=fp["r2_logits"],
                    bias_current=float(P[idx, idx].mean()), bias_previous=float(P[idx, idx - 1].mean()),
-                   score_copy=pattern_score(A, ideal["copy"], t_min), score_previous=pattern_score(A, ideal["previous"], t_min))
+                   score_copy=pattern_score(A, ideal["copy"], t_min), score_previous=pattern_score(A, ideal["previous"], t_min),
+                   **null)
         outs = {"pattern": np.einsum("btj,bj->bt", A, xf), "similarity": similarity_head(xf, fp["beta"], 1.0, P),
                 "copy": xf, "previous": previous_token_head(xf)}
         for k, o in outs.items():
@@ -161,7 +189,8 @@ def idealised_fits(model, x, res, n_fit=128, t_min=1):
     return out
 
 
-def analyse(model, task, n_eval=1024, n_scores=512, n_abl=512, n_patch=128, fig_dir=None, label="", seed=0, figures=True, n_fit=128):
+def analyse(model, task, n_eval=1024, n_scores=512, n_abl=512, n_patch=128, fig_dir=None, label="", seed=0, figures=True, n_fit=128,
+            n_claims=1024):
     """Every measurement on one model.  Returns a dict of lists/floats (JSON-able)."""
     cfg = model.cfg
     L, H = cfg.n_layers, cfg.n_heads
@@ -229,6 +258,8 @@ def analyse(model, task, n_eval=1024, n_scores=512, n_abl=512, n_patch=128, fig_
         res["patching"][which] = {"resid_pre": patch_resid(model, cl, co).tolist(), "heads": patch_heads(model, cl, co).tolist()}
     res["claims"] = claim_tests(res)
     if T > 2:
+        bc = task.sample(n_claims, np.random.default_rng([EVAL_SEED, seed, CLAIMS_STREAM]))  # its own batch: probes need many sequences
+        res["claims_v2"] = claims_v2(model, bc.inputs, bc.targets, seed=seed)
         res["idealised_fits"] = idealised_fits(model, x, res, n_fit=n_fit)
     if figures and fig_dir is not None:
         res["figures"] = make_figures(model, res, sq, cache, x, fig_dir, label)

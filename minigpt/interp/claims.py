@@ -2,7 +2,7 @@
 
 Claim 1, copying: a layer-0 head is a *copying head for term x_{t-k}* (k = 0, 1, 2) when
     attend   its mean attention on key t-k is >= 0.5,
-    unique   its output vector z_h W_O[h] explains the part of x_{t-k} that the other terms of the window
+    unique   its output vector z_h W_O[h] (probed through z_h) explains the part of x_{t-k} that the other terms of the window
              (x_{t-2}, x_{t-1}, x_t) do not: held-out partial R^2 >= 0.5 (``unique_r2``),
     matters  resample-ablating it at least doubles the MSE over t >= 2.
 Claim 2, negative similarity: a last-layer head is a *negative similarity head* when
@@ -23,7 +23,6 @@ import numpy as np
 
 from .ablation import head_ablation
 from .attribution import head_direct
-from .resid import head_results
 
 T_MIN = 2
 OFFSETS = (0, 1, 2)  # k: the copied term is x_{t-k}
@@ -78,19 +77,25 @@ def unique_r2(feats, x, k, t_min=T_MIN, pooled=False):
     """How much of x_{t-k} that the other terms of the window do not explain, ``feats`` explain: the held-out
     partial R^2 ``1 - SSE(probe from feats and the other terms) / SSE(probe from the other terms alone)``.
 
-    ``feats [batch, T - t_min, F]`` (e.g. a head's output vectors at t >= t_min). 1 when feats carry x_{t-k}
-    exactly; 0 when they carry nothing beyond the other terms (however well they correlate with x_{t-k}).
-    Fitted and scored at each position t separately and averaged over t (a trained head's encoding of a value
-    depends on the position); ``pooled=True``: one probe over all positions (the first, pre-registered reading)."""
+    ``feats [batch, T - t_min, F]`` (e.g. a head's output at t >= t_min). 1 when feats carry x_{t-k} exactly; 0 when
+    they carry nothing beyond the other terms (however well they correlate with x_{t-k}). The probes are fitted and
+    scored at each position t separately (a trained head's encoding of a value depends on the position) and the
+    squared errors summed over positions before the ratio is taken, so positions where almost nothing unique is
+    left weigh little. ``pooled=True``: one probe over all positions (the first, pre-registered reading)."""
     w = window(x, t_min)  # [B, T', 3]
-    feats = np.asarray(feats, np.float64).reshape(w.shape[0], w.shape[1], -1)
+    B = w.shape[0]
+    feats = np.asarray(feats, np.float64)
+    feats = feats[..., None] if feats.ndim == 2 else feats  # [B, T', F]
     if pooled:
-        return _partial_r2(feats.reshape(-1, feats.shape[-1]), w.reshape(-1, 3), k, w.shape[0])
-    return float(np.mean([_partial_r2(feats[:, i], w[:, i], k, w.shape[0]) for i in range(w.shape[1])]))
+        full, reduced = _probe_sse(feats.reshape(B * w.shape[1], feats.shape[2]), w.reshape(-1, 3), k, B)
+    else:
+        full, reduced = np.sum([_probe_sse(feats[:, i], w[:, i], k, B) for i in range(w.shape[1])], axis=0)
+    return float(1.0 - full / reduced) if reduced > 0 else 0.0
 
 
-def _partial_r2(feats, w, k, n_seq):
-    """``feats [N, F]``, ``w [N, 3]`` (x_{t-2}, x_{t-1}, x_t) ordered sequence by sequence: held-out partial R^2."""
+def _probe_sse(feats, w, k, n_seq):
+    """``feats [N, F]``, ``w [N, 3]`` (x_{t-2}, x_{t-1}, x_t) ordered sequence by sequence: held-out squared error
+    of x_{t-k} from (feats, other terms) and from the other terms alone."""
     own = 2 - k
     target = w[:, own]  # [N]
     others = np.delete(w, own, axis=-1)  # [N, 2]
@@ -98,7 +103,7 @@ def _partial_r2(feats, w, k, n_seq):
     for F in (np.concatenate([feats, others], 1), others):
         pred, cut = probe_fit(F, target, n_seq)
         sse.append(((target[cut:] - pred[cut:]) ** 2).sum())
-    return float(1.0 - sse[0] / sse[1]) if sse[1] > 0 else 0.0
+    return sse
 
 
 def similarity_r(scores, x, t_min=T_MIN):
@@ -150,20 +155,31 @@ def resample_ratios(model, x, y, seed=0, t_min=T_MIN):
 
 
 # ----------------------------------------------------------------------------- the two claims
+def output_coords(z, W_O, rtol=1e-9):
+    """The head's output z W_O ``[..., d_model]`` in coordinates of its row space: ``[..., rank(W_O)]``.
+
+    A linear probe on these spans exactly the read-outs of one on the output vector, with rank(W_O) <= d_head
+    features instead of d_model (fewer parameters to fit on the same sequences); a head with W_O = 0 has none."""
+    U, S, _ = np.linalg.svd(np.asarray(W_O, np.float64), full_matrices=False)  # W_O = U S V^T, V orthonormal
+    keep = S > rtol * max(S.max(initial=0.0), 1e-300)
+    return z @ (U[:, keep] * S[keep])  # (z W_O) V = z U S
+
+
 def copy_table(cache, x, layer=0, t_min=T_MIN):
     """One row per (head, k): ``attend`` (mean attention on key t-k) and ``unique`` (held-out probe R^2 of the
     unique part of x_{t-k} from the head's output vector), over rows t >= t_min."""
     x = np.asarray(x, np.float64)
     B, T = x.shape
     A = cache["pattern", layer].astype(np.float64)  # [B, H, T, T]
-    R = head_results(cache, layer).astype(np.float64)  # [B, T, H, D]
+    z = cache["z", layer].astype(np.float64)  # [B, T, H, d_head]
     t = np.arange(t_min, T)
     rows = []
     for k in OFFSETS:
         for h in range(A.shape[1]):
             attend = float(A[:, h, t, t - k].mean())
-            rows.append(dict(head=f"L{layer}H{h}", h=h, k=k, attend=attend, unique=unique_r2(R[:, t_min:, h], x, k, t_min),
-                             unique_pooled=unique_r2(R[:, t_min:, h], x, k, t_min, pooled=True)))
+            out = output_coords(z[:, t_min:, h], cache.model.params[f"blocks.{layer}.attn.W_O"][h])  # [B, T', rank]
+            rows.append(dict(head=f"L{layer}H{h}", h=h, k=k, attend=attend, unique=unique_r2(out, x, k, t_min),
+                             unique_pooled=unique_r2(out, x, k, t_min, pooled=True)))
     return rows
 
 

@@ -17,7 +17,8 @@ Value-similarity fit (per query position t >= 2, pooled over sequences; then poo
   (the controls absorb what a 1-d read-in with positional embeddings and LayerNorm produces from the key
   alone or from positions, so alpha and beta measure how the logit depends on x_t and x_j *jointly*).
   ``alpha``, ``beta``: mean coefficients over t;  ``r2``: R^2 of the full fit;  ``sim_r2``: partial
-  R^2 of the two similarity regressors (how much of the rest they explain);  ``sim_effect`` =
+  R^2 of the two similarity regressors (how much of the rest they explain; 0 when the controls alone fit the
+  logits exactly, e.g. a purely positional head);  ``sim_effect`` =
   alpha sd(x_t x_j) - beta sd(|x_t - x_j|), in nats: > 0 prefers similar keys, < 0 dissimilar ones.
 
 Output scores (through the frozen final LayerNorm, see ``attribution``):
@@ -51,6 +52,9 @@ from .resid import head_results
 THRESHOLDS = dict(copy=0.5, sim_effect=-0.25, sim_r2=0.1, ov_gain=-0.2, ov_r2=0.1, dc_rel=0.05, corr_est0=-0.3)
 COLUMNS = ("current", "previous", "first", "probe_cur", "probe_prev", "copy_cur", "copy_prev", "copy", "alpha", "beta", "r2", "sim_r2", "sim_effect",
            "ov_gain", "ov_r2", "dc_rel", "corr_x", "corr_dx", "corr_est0", "corr_need")
+
+
+_EXACT = 1e-9  # a sum of squared residuals below this share of the total is a perfect fit (float32 rounding: ~1e-14)
 
 
 def pattern_score(pattern, predicted, t_min=1):
@@ -134,7 +138,9 @@ def similarity_fit(scores, x, t_min=2):
     return dict(
         alpha=alpha, beta=beta,
         r2=float(1 - sse_f / sst) if sst > 0 else 0.0,
-        sim_r2=float((sse_r - sse_f) / sse_r) if sse_r > 0 else 0.0,
+        # a perfect fit by the controls alone (sse_r at rounding level, e.g. a purely positional head) leaves
+        # nothing for the similarity terms to explain: partial R^2 0, not a ratio of rounding errors
+        sim_r2=float((sse_r - sse_f) / sse_r) if sse_r > _EXACT * sst else 0.0,
         sim_effect=float(alpha * sd1 - beta * sd2),
         per_t=per_t,
     )
