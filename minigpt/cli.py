@@ -161,6 +161,13 @@ def cmd_reproduce(args) -> int:
         if not _missing(e, "minigpt.reproduce"):
             raise
         raise UsageError("minigpt reproduce is not available in this version yet; use minigpt train --preset paper") from None
+    if args.full + args.quick + (args.from_checkpoint is not None) > 1:
+        raise UsageError("--full, --quick and --from-checkpoint are different modes: pick one")
+    if args.steps is not None and args.steps < 1:
+        raise UsageError(f"--steps must be a positive integer, got {args.steps}")
+    if not 0 <= args.seed < 2**32:
+        raise UsageError(f"--seed must be between 0 and 2**32 - 1, got {args.seed}")
+    args.threads = _threads_arg(args.threads)
     return reproduce_main(args)
 
 
@@ -255,18 +262,28 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0, help="seed of the random parameters and inputs (default 0)")
     g.set_defaults(fn=cmd_gradcheck)
 
-    r = sub.add_parser("reproduce", help="train several seeds, run every analysis, write report/REPORT.md")
-    r.add_argument("--quick", action="store_true", help="re-analyse the small checkpoints shipped in report/checkpoints; writes report/quick/REPORT.md (under a minute)")
-    r.add_argument("--seeds", type=int, default=5, help="seeds to train (default 5)")
-    r.add_argument("--out", default="report", help="report folder: REPORT.md and figures/ (default report)")
-    r.add_argument("--runs", default="runs", help="folder for the training runs")
-    r.add_argument("--workers", type=int, default=None, help="parallel training processes (default: all cores)")
-    r.add_argument("--steps", type=int, default=None, help="training steps per seed (default: minigpt.reproduce.DEFAULT_STEPS)")
+    r = sub.add_parser("reproduce", help="the copy-then-refine story of one paper model, in minutes (--full: the multi-seed report)",
+                       description="Default: train one paper seed (or --from-checkpoint), print the story and write STORY.md and its "
+                                   "figures to --out (runs/reproduce). --full: several seeds and every analysis, REPORT.md in --out "
+                                   "(--out report rewrites the tracked report/REPORT.md). --quick: re-analyse the shipped checkpoints.")
+    r.add_argument("--full", action="store_true", help="the multi-seed reproduction with alternatives (about 11 runs; tens of minutes)")
+    r.add_argument("--quick", action="store_true", help="re-analyse the checkpoints in report/checkpoints; writes <out>/quick/REPORT.md")
+    r.add_argument("--from-checkpoint", nargs="?", const="report/checkpoints/paper_s0.npz", default=None, metavar="PATH",
+                   help="story of this checkpoint instead of training (default PATH: the shipped report/checkpoints/paper_s0.npz)")
+    r.add_argument("--out", default="runs/reproduce", help="output folder (default runs/reproduce; 'report' rewrites the tracked report)")
+    r.add_argument("--seed", type=int, default=0, help="story: the seed to train (default 0)")
+    r.add_argument("--threads", default="auto", metavar="N", help="story: shards per training step (default auto)")
+    r.add_argument("--checkpoints", default=None, metavar="DIR", help="--quick: folder of *.npz checkpoints (default report/checkpoints)")
+    r.add_argument("--seeds", type=int, default=5, help="--full: seeds of the main preset (default 5)")
+    r.add_argument("--runs", default="runs", help="--full: folder for the training runs")
+    r.add_argument("--workers", type=int, default=None, help="--full/--quick: parallel processes (default: all cores)")
+    r.add_argument("--steps", type=int, default=None,
+                   help="training steps (story: the preset's, 2000 for paper; --full: minigpt.reproduce.DEFAULT_STEPS)")
     r.add_argument("--alternatives", choices=("auto", "always", "never"), default="auto",
-                   help="also train alternative settings: auto = when a claim fails under the paper preset")
-    r.add_argument("--alt-seeds", type=int, default=2, help="seeds per alternative setting (default 2)")
-    r.add_argument("--alt-steps", type=int, default=None, help="steps per alternative run (default: --steps)")
-    r.add_argument("--quiet", action="store_true", help="no progress lines")
+                   help="--full: also train alternative settings: auto = when a claim fails under the paper preset")
+    r.add_argument("--alt-seeds", type=int, default=2, help="--full: seeds per alternative setting (default 2)")
+    r.add_argument("--alt-steps", type=int, default=None, help="--full: steps per alternative run (default: --steps)")
+    r.add_argument("--quiet", action="store_true", help="no progress bars or lines")
     r.add_argument("--preset", default="paper", help="preset to train (default paper; tiny for a fast dry run)")
     r.set_defaults(fn=cmd_reproduce)
 

@@ -330,21 +330,31 @@ def make_figures(model, res, sq, cache, x, fig_dir, label):
     f["mse"] = plots.mse_by_position(keep, p("mse"), title=f"{label}: MSE by position vs Bayes floor and closed forms", floor=floor,
                                      closed=res.get("baseline_closed"))
     labels = res["lens"]["recompute"]["labels"]
-    f["lens"] = plots.lens_by_layer({k: np.array(v["mse_by_pos"]) for k, v in res["lens"].items()}, labels, p("lens"), title=f"{label}: prediction lens")
+    rc = res["lens"]["recompute"]["mse_t2"]
+    f["lens"] = plots.lens_by_layer({k: np.array(v["mse_by_pos"]) for k, v in res["lens"].items()}, labels, p("lens"), title=f"{label}: prediction lens",
+                                    reference={"copy baseline (predict x_t)": res["mse_by_pos"]["copy"]},
+                                    notes={"recompute": f"Early stages read out with fresh LayerNorm statistics (MSE t>=2 of the embeddings: {rc[0]:.2g}): "
+                                                        "the final LayerNorm rescales a residual not yet aligned with the read-out, so a large MSE "
+                                                        "means 'no read-out here', not 'a bad estimate'.",
+                                           "frozen": "Centred and divided by the real final LayerNorm scale: each stage's linear share of the "
+                                                     "prediction (sums to it at the last stage)."})
     rows = [f"L{l}" for l in range(L)]
     for method in ("zero", "resample"):
         f[f"ablation_{method}"] = plots.heatmap(np.log10(np.array(res["ablation"][method]["ratio_t2"])), p(f"ablation_{method}"), rows,
-                                                [f"H{h}" for h in range(H)], f"{label}: {method}-ablation, log10(MSE ratio), t>=2", "log10 ratio")
+                                                [f"H{h}" for h in range(H)], f"{label}: {method}-ablation, log10(MSE ratio), t>=2",
+                                                "log10(ablated MSE / clean MSE)", xlabel="head", ylabel="layer")
     bp = np.array(res["ablation"]["resample"]["by_pos"]).reshape(L * H, T)
     f["ablation_by_pos"] = plots.heatmap(np.log10(np.maximum(bp + res["ablation"]["resample"]["base_t2"], 1e-12) / res["ablation"]["resample"]["base_t2"]),
                                          p("ablation_by_pos"), head_labels(cfg), list(range(T)),
-                                         f"{label}: resample ablation by position, log10((dMSE+base)/base)", "log10", annotate=False)
+                                         f"{label}: resample ablation by position, log10((dMSE+base)/base)", "log10(ablated MSE / clean MSE)",
+                                         annotate=False, xlabel="position t", ylabel="ablated head")
     for which in WHICH:
         f[f"patch_resid_{which}"] = plots.heatmap(np.array(res["patching"][which]["resid_pre"]), p(f"patch_resid_{which}"), [f"resid_pre {l}" for l in range(L)],
                                                   list(range(T)), f"{label}: patch resid_pre (clean vs corrupt {which}), restored fraction at last pos",
-                                                  "restored", center=0.0, annotate=False)
+                                                  "restored fraction", center=0.0, annotate=False, xlabel="patched position", ylabel="residual stream")
         f[f"patch_heads_{which}"] = plots.heatmap(np.array(res["patching"][which]["heads"]), p(f"patch_heads_{which}"), rows, [f"H{h}" for h in range(H)],
-                                                  f"{label}: patch head z (corrupt {which})", "restored", center=0.0)
+                                                  f"{label}: patch head z (corrupt {which})", "restored fraction at the last position", center=0.0,
+                                                  xlabel="head", ylabel="layer")
     # logit-vs-similarity scatter for the last layer's heads and the layer-0 best copy head
     panels = []
     rng = np.random.default_rng(0)
@@ -360,7 +370,8 @@ def make_figures(model, res, sq, cache, x, fig_dir, label):
             sims, logits = np.concatenate(sims), np.concatenate(logits)
             k = rng.choice(len(sims), min(3000, len(sims)), replace=False)
             panels.append((f"L{l}H{h}", sims[k], logits[k]))
-    f["logit_vs_sim"] = plots.logit_vs_similarity(panels, p("logit_vs_sim"), title=f"{label}: last-layer logits vs x_t x_j (raw, no controls)")
+    f["logit_vs_sim"] = plots.logit_vs_similarity(panels, p("logit_vs_sim"), title=f"{label}: last-layer attention logits vs x_t x_j, rows t >= 2 (uncontrolled; the "
+                                                                         "controlled fit is the head-score table's sim eff)")
     return f
 
 

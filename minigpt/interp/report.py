@@ -292,46 +292,58 @@ def mse_figures(name, results, fig_dir):
 SWEEP_KEY = ("copy_l0", "claim_copy", "claim_copy_resid", "claim_ns_logit", "claim_ns_ov", "claim_ns_anti", "claim_ns_any")
 
 
+def _shares_from_json(js):
+    """``{setting: {column: "k/n [low, high]"}}`` from the sweep's table ``sweep.json``."""
+    from ..sweep import load_table, mechanism_shares
+
+    return {st: {c: f"{sh[c]['k']}/{sh[c]['n']} [{sh[c]['low']:.2f}, {sh[c]['high']:.2f}]" for c in SWEEP_KEY}
+            for st, sh in mechanism_shares(load_table(js)).items()}
+
+
+def _shares_from_md(text):
+    """The same cells read back from the per-setting mechanism tables of ``sweep.md`` (``None`` if it has none)."""
+    out, setting = {}, None
+    for ln in text.splitlines():
+        if ln.startswith("## Setting `"):
+            setting = ln.split("`")[1]
+        elif setting and ln.startswith("| `"):
+            cells = [c.strip() for c in ln.strip("|").split("|")]
+            col = cells[0].split("`")[1]
+            if col in SWEEP_KEY and len(cells) >= 4:
+                out.setdefault(setting, {})[col] = f"{cells[1]} {cells[3]}"
+    out = {st: v for st, v in out.items() if all(c in v for c in SWEEP_KEY)}
+    return out or None
+
+
 def sweep_section(out_dir, report_root, runs_dir):
     """Lines linking ``report_root/sweep.md`` with its headline table (share of seeds showing each mechanism, 95%
-    Wilson interval), from ``runs_dir/sweep/sweep.json`` if present, else copied from ``sweep.md``."""
+    Wilson interval).  The table reads ``runs_dir/sweep/sweep.json`` if present, else ``sweep.md``; both give the
+    same text for the same numbers, so the report does not change with where the numbers were read from."""
+    from ..sweep import MECHANISM_COLUMNS
+
     md = os.path.join(report_root, "sweep.md")
     js = os.path.join(runs_dir, "sweep", "sweep.json")
     lines = ["## Across many seeds: the sweep", ""]
     if os.path.exists(md):
         lines += [f"Full section: [`sweep.md`]({_rel(md, out_dir)}) (emergence over training, onset steps, every mechanism column).", ""]
-    table = None
-    if os.path.exists(js):
-        from ..sweep import MECHANISM_COLUMNS, load_table, mechanism_shares
-
-        try:
-            rows = load_table(js)
-            shares = mechanism_shares(rows)
-            desc = dict(MECHANISM_COLUMNS)
-            n = {st: sum(1 for r in rows if r["setting"] == st) for st in shares}
-            table = ["Share of seeds showing each mechanism [95% Wilson interval], read from "
-                     f"`{js}` ({len(rows)} finished run(s)):", "",
-                     "| setting | seeds | " + " | ".join(f"`{c}`" for c in SWEEP_KEY) + " |", "|---|---|" + "---|" * len(SWEEP_KEY)]
-            for st, sh in shares.items():
-                table.append(f"| `{st}` | {n[st]} | " + " | ".join(f"{sh[c]['k']}/{sh[c]['n']} [{sh[c]['low']:.2f}, {sh[c]['high']:.2f}]"
-                                                             for c in SWEEP_KEY) + " |")
-            table += [""] + [f"- `{c}`: {desc[c]}" for c in SWEEP_KEY] + [""]
-        except Exception as e:  # a half-written table must not break the report
-            table = [f"(could not read `{js}`: {type(e).__name__}: {e})", ""]
-    elif os.path.exists(md):
-        text = open(md).read().splitlines()
-        grab, got = False, []
-        for ln in text:  # the overview table if there is one, else the first per-setting mechanism table
-            if ln.startswith("## Overview") or (not got and ln.startswith("| mechanism |")):
-                grab = True
-            if grab and ln.startswith("|"):
-                got.append(ln)
-            elif grab and got:
-                break
-        if got:
-            table = ["Headline table of `sweep.md` (share of seeds [95% interval]):", ""] + got + [""]
-    if table:
-        lines += table
+    shares, note = None, None
+    try:
+        if os.path.exists(js):
+            shares = _shares_from_json(js)
+        elif os.path.exists(md):
+            with open(md) as f:
+                shares = _shares_from_md(f.read())
+    except Exception as e:  # a half-written table must not break the report
+        note = f"(could not read the sweep's table: {type(e).__name__}: {e})"
+    if shares:
+        n = {st: int(v[SWEEP_KEY[0]].split("/")[1].split()[0]) for st, v in shares.items()}
+        desc = dict(MECHANISM_COLUMNS)
+        lines += [f"Share of seeds showing each mechanism [95% Wilson interval] in the sweep ({sum(n.values())} finished run(s)):", "",
+                  "| setting | seeds | " + " | ".join(f"`{c}`" for c in SWEEP_KEY) + " |", "|---|---|" + "---|" * len(SWEEP_KEY)]
+        lines += [f"| `{st}` | {n[st]} | " + " | ".join(v[c] for c in SWEEP_KEY) + " |" for st, v in shares.items()]
+        lines += [""] + [f"- `{c}`: {desc[c]}" for c in SWEEP_KEY] + [""]
+    elif note:
+        lines += [note, ""]
     elif not os.path.exists(md):
         lines += ["No sweep results yet: `minigpt sweep --seeds 20` writes them (`runs/sweep/sweep.json`, `report/sweep.md`).", ""]
     return lines
@@ -345,7 +357,8 @@ def write_report(out_dir, groups, meta):
     report_root = meta.get("report_root") or out_dir
     docs = _rel(os.path.join(os.path.dirname(os.path.abspath(report_root)), "docs", "interp.md"), os.path.abspath(out_dir))
     lines = ["# Reproduction report: copying in layer 0, negative similarity heads in the last layer", ""]
-    lines += [f"Generated by `{meta['command']}` ({meta['mode']} mode, {meta['seconds']:.0f} s). Every number below is measured by "
+    lines += [f"Generated by `{meta['command']}` ({meta['mode']} mode; its run time is not written here, so the same numbers give the same "
+              "file). Every number below is measured by "
               f"`minigpt.interp` on held-out sequences; the definitions are in [`docs/interp.md`]({docs}) and "
               "were fixed before these results were produced (the residual reading of the copy claim was added after a first "
               "paper-preset run, as the docs say). Nothing here is tuned to agree with the paper.", ""]
