@@ -86,6 +86,8 @@ def cmd_eval(args) -> int:
         raise UsageError(f"--n must be between 1 and {MAX_EVAL_N}, got {args.n}")
     if not 0 <= args.seed < 2**63:
         raise UsageError(f"--seed must be between 0 and 2**63 - 1, got {args.seed}")
+    if args.json is not None:
+        _check_output("--json", args.json, inputs=[args.checkpoint])
     model = Transformer.load(args.checkpoint)  # verified: checksum, keys, shapes, dtypes, finiteness
     _, meta = load_checkpoint(args.checkpoint)
     if "data" in meta:
@@ -108,9 +110,41 @@ def cmd_eval(args) -> int:
     print(f"MSE by position on {args.n} held-out sequences (seed {args.seed}); position t predicts term t+1")
     print(_fmt_table(["pos"] + names, rows))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({n: v.tolist() for n, v in results.items()}, f, indent=1)
+        from .checkpoint import write_text_atomic
+
+        write_text_atomic(args.json, json.dumps({n: v.tolist() for n, v in results.items()}, indent=1))
     return 0
+
+
+def _check_output(option, path, inputs):
+    """Refuse an output path that is one of the ``inputs`` (also through links) or an existing checkpoint."""
+    if not path.strip():
+        raise UsageError(f"{option} needs a file name")
+    if os.path.isdir(path):
+        raise UsageError(f"{option} {_cut(path)} is a folder; give a file name")
+    for src in inputs:
+        same = os.path.realpath(path) == os.path.realpath(src)
+        try:
+            same = same or os.path.samefile(path, src)
+        except OSError:
+            pass
+        if same:
+            raise UsageError(f"{option} {_cut(path)} is the input checkpoint; refusing to overwrite it")
+    head = b""
+    if os.path.isfile(path):  # a regular file (opening a FIFO would block)
+        try:
+            with open(path, "rb") as f:
+                head = f.read(4)
+        except OSError:
+            pass
+    if head == b"PK\x03\x04":
+        raise UsageError(f"{option} {_cut(path)} is an existing checkpoint (a zip archive); refusing to overwrite it")
+
+
+def _cut(value, limit=80) -> str:
+    """``value`` as text, cut to its first ``limit`` characters (error lines never echo a huge input)."""
+    text = str(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 # ----------------------------------------------------------------------------- gradcheck
