@@ -46,6 +46,8 @@ import zipfile
 
 import numpy as np
 
+from .config import short_repr as _short
+
 FORMAT = "minigpt-checkpoint"
 VERSION = 2  # 2: the SHA-256 also covers the JSON record; 1 (arrays only) is still read
 READABLE_VERSIONS = (1, 2)
@@ -61,6 +63,7 @@ _EMPTY_ZIP_MAGIC = b"PK\x05\x06"
 _READ_CHUNK = 1 << 20
 TEMP_PREFIX = ".tmp-"  # every temporary file minigpt writes in a folder: .tmp-<pid>-<random><suffix>
 LOCK_FILE = ".lock"
+MAX_SHARDS = 1 << 16  # the record's shard count (``threads`` of the run)
 
 
 class CheckpointError(ValueError):
@@ -396,11 +399,6 @@ def _parse_meta(path, raw) -> dict:
     return meta
 
 
-def _short(value, limit=80) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def _read_archive(path: str):
     """(meta, arrays) of the checkpoint at ``path``, read within the limits above."""
     with open(path, "rb") as f:
@@ -512,7 +510,7 @@ def validate_contents(path, arrays: dict, meta: dict) -> None:
     A record with a ``model`` config must hold ``params/<name>`` for exactly the parameters of that
     config, in its dtype and shapes.  A training checkpoint (with ``step``) must also hold the
     optimizer moments for each, a valid train and data config, an integer step equal to the
-    optimizer's step count, and a PCG64 RNG state."""
+    optimizer's step count, a PCG64 RNG state and, if recorded, a sane shard count."""
     expected = expected_arrays(path, meta)
     if expected is None:
         return
@@ -557,6 +555,9 @@ def validate_contents(path, arrays: dict, meta: dict) -> None:
         raise _schema_error(path, f"invalid RNG state in the record ({type(e).__name__}: {e})") from None
     if not isinstance(meta.get("history", []), list):
         raise _schema_error(path, "history must be a list of evaluation records")
+    shards = meta.get("shards", 1)  # absent in checkpoints written before the shard count was recorded
+    if isinstance(shards, bool) or not isinstance(shards, int) or not 1 <= shards <= MAX_SHARDS:
+        raise _schema_error(path, f"shards must be an integer in [1, {MAX_SHARDS}], got {_short(shards)}")
 
 
 def _tuples(data):

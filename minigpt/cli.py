@@ -10,6 +10,8 @@ import sys
 
 import numpy as np
 
+from .config import cut as _cut
+
 
 MAX_EVAL_N = 1_000_000  # held-out sequences for ``minigpt eval --n``
 INTERNAL_ERROR = 70  # EX_SOFTWARE: a bug in minigpt, not a user error
@@ -31,6 +33,33 @@ def _fmt_table(header, rows):
 
 
 # ----------------------------------------------------------------------------- train
+def _short_errors(fn):
+    """Run ``fn(args)``; an error message that echoes a huge value (a long --set, a long path) comes out
+    with every token longer than ``LONG_TOKEN`` characters cut to its first 80, and at most
+    ``MAX_ERROR_CHARS`` in all (the field it names comes first, so it stays)."""
+    import functools
+    import re
+
+    from .training import TrainingError
+
+    @functools.wraps(fn)
+    def run(args):
+        try:
+            return fn(args)
+        except (ValueError, TypeError, TrainingError) as e:  # CheckpointError is a ValueError; all exit 1
+            if len(str(e)) <= MAX_ERROR_CHARS:
+                raise
+            short = re.sub(r"\S{%d,}" % LONG_TOKEN, lambda m: _cut(m.group(0)), str(e))
+            raise ValueError(_cut(short, MAX_ERROR_CHARS)) from None
+
+    return run
+
+
+LONG_TOKEN = 200  # characters; a longer word in an error message is cut to 80
+MAX_ERROR_CHARS = 400
+
+
+@_short_errors
 def cmd_train(args) -> int:
     from . import presets
     from .training import load_run_spec, train
@@ -44,7 +73,7 @@ def cmd_train(args) -> int:
             raise UsageError("--resume continues the run with its saved settings; drop --preset and --set")
         spec = load_run_spec(args.out)  # from the verified checkpoint
     else:
-        spec = presets.apply_overrides(presets.get_preset(args.preset or "paper"), args.set)
+        spec = presets.apply_overrides(presets.get_preset("paper" if args.preset is None else args.preset), _set_args(args.set))
     threads = _threads_arg(args.threads)
     mcfg, tcfg, task = presets.build(spec)  # validates every field, the context and float overflow
     result = train(mcfg, tcfg, task, out_dir=args.out, resume=args.resume, force=args.force, progress=not args.quiet,
@@ -62,19 +91,45 @@ def cmd_train(args) -> int:
 
 
 def _threads_arg(value):
-    """``--threads``: "auto" or a positive integer."""
-    if value == "auto":
+    """``--threads``: None (not given), "auto" or a positive integer up to the usable cores."""
+    from .threads import usable_cores
+
+    if value is None or value == "auto":
         return value
-    try:
-        n = int(value)
-    except ValueError:
-        n = 0
-    if n < 1 or str(n) != value.strip():
-        raise UsageError(f"--threads must be a positive integer or auto, got {value!r}")
+    text = value.strip()
+    n = int(text) if text.isdigit() and len(text) <= 9 else 0
+    if n < 1:
+        raise UsageError(f"--threads must be a positive integer or auto, got {_cut(repr(value))}")
+    cap = usable_cores()
+    if n > cap:
+        raise UsageError(f"--threads {n} is more than the {cap} usable core(s) of this machine; use at most {cap} (or auto)")
     return n
 
 
+MAX_SET_CHARS = 4096  # one --set item; a longer one is a mistake (and would be echoed in errors)
+
+
+def _set_args(items):
+    """Check every ``--set SECTION.FIELD=VALUE`` before it is parsed: a value too long, too deeply nested or
+    with too many digits gets a one-line error naming the field (and at most 80 characters of the value)."""
+    from .presets import parse_value
+
+    for item in items:
+        key, _, value = item.partition("=")
+        field = _cut(key.strip() or item, 60)
+        if len(item) > MAX_SET_CHARS:
+            raise UsageError(f"--set {field}: {len(item):,} characters, more than the limit of {MAX_SET_CHARS:,}: {_cut(value)}")
+        try:
+            parse_value(value)
+        except RecursionError:
+            raise UsageError(f"--set {field}: the value is nested too deeply: {_cut(value)}") from None
+        except ValueError as e:  # e.g. an integer of more than 4300 digits
+            raise UsageError(f"--set {field}: cannot read the value {_cut(value)} ({_cut(e)})") from None
+    return items
+
+
 # ----------------------------------------------------------------------------- eval
+@_short_errors
 def cmd_eval(args) -> int:
     from . import baselines, presets
     from .checkpoint import load_checkpoint
@@ -139,12 +194,6 @@ def _check_output(option, path, inputs):
             pass
     if head == b"PK\x03\x04":
         raise UsageError(f"{option} {_cut(path)} is an existing checkpoint (a zip archive); refusing to overwrite it")
-
-
-def _cut(value, limit=80) -> str:
-    """``value`` as text, cut to its first ``limit`` characters (error lines never echo a huge input)."""
-    text = str(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 # ----------------------------------------------------------------------------- gradcheck
@@ -242,8 +291,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     t.add_argument("--force", action="store_true", help="overwrite the run in --out")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
-    t.add_argument("--threads", default="auto", metavar="N",
-                   help="run each step's batch as N shards on N cores (default: auto, as many as BLAS uses, at most 8)")
+    t.add_argument("--threads", default=None, metavar="N",
+                   help="run each step's batch as N shards on N cores, at most the usable cores (default: auto, as many as "
+                        "BLAS uses, at most 8; on --resume: the run's own count, so the result stays bitwise exact)")
     t.set_defaults(fn=cmd_train)
 
     e = sub.add_parser("eval", help="MSE by position of a checkpoint against every baseline")
