@@ -233,3 +233,18 @@ def test_hostile_set_values_name_the_field_and_stay_short(tmp_path, capsys):
 def test_an_empty_preset_name_is_refused(tmp_path, capsys):
     err = _one_line(capsys, ["train", "--preset", "", "--out", str(tmp_path / "r"), "--set", "train.steps=1", "--quiet"], 1)
     assert "unknown preset ''" in err and not (tmp_path / "r").exists()
+
+
+# ---------------------------------------------------------------- targets
+@pytest.mark.parametrize("bad", [np.nan, np.inf, 1e39])
+def test_non_finite_or_overflowing_targets_are_refused(bad):
+    from minigpt import ModelConfig, Transformer
+
+    m = Transformer(ModelConfig(n_layers=1, d_model=8, n_heads=2, d_mlp=8, n_ctx=8), seed=0)
+    x, y = np.ones((2, 5)), np.zeros((2, 5))
+    y[1, 3] = bad
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no raw RuntimeWarning on the way
+        for fn in (m.loss_and_grad, m.loss):
+            with pytest.raises(ValueError, match="target contains NaN or infinite values, or values beyond the float32 range"):
+                fn(x, y)
