@@ -100,7 +100,7 @@ def _folder_of(path: str) -> str:
     return os.path.dirname(path) or os.curdir  # as given (not made absolute): the same length the run-folder probe tried
 
 
-def _named(e: OSError, path) -> OSError:
+def with_filename(e: OSError, path) -> OSError:
     """``e`` with ``path`` as its file name when it names none (e.g. ENOSPC from a write)."""
     if e.errno is not None and e.filename is None:
         return OSError(e.errno, e.strerror or os.strerror(e.errno), os.fspath(path))
@@ -124,7 +124,7 @@ def _atomic_write(path: str, suffix: str, write) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         if isinstance(e, OSError):
-            raise _named(e, path) from None
+            raise with_filename(e, path) from None
         raise
     try:  # make the rename itself durable
         dfd = os.open(folder, os.O_RDONLY)

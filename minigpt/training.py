@@ -51,6 +51,7 @@ from .checkpoint import (
     longest_temp_name,
     remove_stale_temps,
     save_checkpoint,
+    with_filename,
     write_text_atomic,
 )
 from .config import ModelConfig, TrainConfig
@@ -325,8 +326,11 @@ def train(
         def log(record):
             history.append(record)
             if metrics_path is not None:
-                with open(metrics_path, "a") as f:
-                    f.write(json.dumps(record) + "\n")
+                try:
+                    with open(metrics_path, "a") as f:
+                        f.write(json.dumps(record) + "\n")
+                except OSError as e:  # e.g. a full disk: name the file (the checkpoint stays; resume rebuilds the log)
+                    raise with_filename(e, metrics_path) from None
 
         def fault(step, what, tensor):
             kept = (

@@ -248,3 +248,18 @@ def test_non_finite_or_overflowing_targets_are_refused(bad):
         for fn in (m.loss_and_grad, m.loss):
             with pytest.raises(ValueError, match="target contains NaN or infinite values, or values beyond the float32 range"):
                 fn(x, y)
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_a_full_disk_during_the_metrics_log_names_the_file(tmp_path):
+    out = tmp_path / "run"
+    mcfg, tcfg, task = build(0)
+
+    def disk_fills_up(step, model, record):
+        if step == 3:  # from now on every write to the log fails with ENOSPC
+            os.unlink(out / "metrics.jsonl")
+            os.symlink("/dev/full", out / "metrics.jsonl")
+
+    with pytest.raises(OSError) as e:
+        train(mcfg, tcfg, task, out_dir=out, progress=False, callbacks=[disk_fills_up], threads=1)
+    assert e.value.errno == 28 and e.value.filename == str(out / "metrics.jsonl")

@@ -64,7 +64,7 @@ BUGS = [
          tests=[f"{T_RCK}::test_temporary_names_carry_the_process_id"],
          why="temporary names without the writer's pid: stale ones cannot be told from a live writer's"),
     dict(id="checkpoint.save.error_names_no_file", file=CK,
-         find="            raise _named(e, path) from None\n", replace="            raise\n",
+         find="            raise with_filename(e, path) from None\n", replace="            raise\n",
          tests=[f"{T_RCK}::test_a_full_disk_names_the_file"],
          why="'No space left on device' without the file it was writing"),
     # ------------------------------------------------------------------ one writer per folder
