@@ -3,9 +3,11 @@ bad input gets one line on stderr (``minigpt: error: ...``) and a non-zero statu
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import json
 import os
+import re
 import sys
 
 import numpy as np
@@ -37,9 +39,6 @@ def _short_errors(fn):
     """Run ``fn(args)``; an error message that echoes a huge value (a long --set, a long path) comes out
     with every token longer than ``LONG_TOKEN`` characters cut to its first 80, and at most
     ``MAX_ERROR_CHARS`` in all (the field it names comes first, so it stays)."""
-    import functools
-    import re
-
     from .training import TrainingError
 
     @functools.wraps(fn)
