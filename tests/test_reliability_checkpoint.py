@@ -127,6 +127,24 @@ def test_total_size_guard():
         ck._check_directory("f.npz", fat, expected)
 
 
+def test_a_bomb_within_a_huge_but_valid_config_is_refused_by_its_inflation(tmp_path, monkeypatch):
+    """A record may claim a large model (here W_pos of 65536 x 128 floats, 32 MiB): its members then fit the
+    config, but 32 MiB of zeros deflate to ~32 KB; more than MAX_INFLATION x is refused before reading."""
+    big = ModelConfig(n_layers=1, d_model=128, n_heads=2, d_mlp=8, n_ctx=65536)
+    p = tmp_path / "big.npz"
+    with zipfile.ZipFile(p, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as z:
+        z.writestr("__meta__.npy", _meta_member({"format": ck.FORMAT, "version": ck.VERSION, "model": big.to_dict()}))
+        with z.open("params/pos_embed.W_pos.npy", "w", force_zip64=True) as f:
+            f.write(_npy_header((65536, 128)))
+            for _ in range(32):
+                f.write(bytes(1 << 20))
+    assert os.path.getsize(p) < 1 << 20
+    opened = _opened_members(monkeypatch)
+    with pytest.raises(CheckpointError, match="more than 100x"):
+        load_checkpoint(p)
+    assert opened == ["__meta__.npy"]
+
+
 def test_member_count_guard(tmp_path, monkeypatch):
     """10,000 tiny members (the filer's 2.9 MB file took 1.1 GB): refused from the directory."""
     p = tmp_path / "many.npz"
