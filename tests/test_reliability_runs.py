@@ -174,6 +174,8 @@ def test_resume_rewrites_a_wrong_config_json(tmp_path):
 
 # ---------------------------------------------------------------- the shard count of a resumed run
 def test_resume_uses_the_recorded_shard_count(tmp_path, monkeypatch):
+    monkeypatch.setattr(threads, "usable_cores", lambda: 2)  # two shards on any machine
+    monkeypatch.setattr(training, "usable_cores", lambda: 2)
     out, ref = tmp_path / "run", tmp_path / "ref"
     mcfg, tcfg, task = build(0)
     with pytest.raises(Stop):
@@ -186,6 +188,7 @@ def test_resume_uses_the_recorded_shard_count(tmp_path, monkeypatch):
 
 
 def test_resume_with_another_shard_count_warns_or_refuses(tmp_path, monkeypatch):
+    monkeypatch.setattr(threads, "usable_cores", lambda: 2)
     out = tmp_path / "run"
     mcfg, tcfg, task = build(0)
     with pytest.raises(Stop):

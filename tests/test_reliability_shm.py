@@ -11,10 +11,11 @@ import time
 import numpy as np
 import pytest
 
-from minigpt import ModelConfig, Transformer, shardpool
+from minigpt import ModelConfig, Transformer, shardpool, threads
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 linux = pytest.mark.skipif(not os.path.isdir("/proc/self") or not os.path.isdir("/dev/shm"), reason="needs Linux /proc and /dev/shm")
+two_cores = pytest.mark.skipif(threads.usable_cores() < 2, reason="--threads 2 needs two usable cores")
 
 
 def children(pid):
@@ -77,6 +78,7 @@ def start_trainer(tmp_path, stderr):
 
 
 @linux
+@two_cores
 def test_sigkill_of_the_process_group_leaves_dev_shm_as_it_was(tmp_path):
     before = set(os.listdir("/dev/shm"))
     proc = start_trainer(tmp_path, subprocess.DEVNULL)
@@ -104,6 +106,7 @@ def test_sigkill_of_the_process_group_leaves_dev_shm_as_it_was(tmp_path):
 
 
 @linux
+@two_cores
 def test_a_helper_whose_trainer_dies_during_start_up_exits_quietly(tmp_path):
     err = tmp_path / "stderr"
     with open(err, "wb") as f:
@@ -138,6 +141,7 @@ def _model():
 
 
 @pytest.mark.skipif("fork" not in mp.get_all_start_methods(), reason="needs fork")
+@two_cores
 def test_a_forked_child_never_touches_the_parents_helpers():
     m = _model()
     x, y = np.ones((6, 5)), np.zeros((6, 5))
