@@ -15,15 +15,16 @@ Reading (``load_checkpoint``) is bounded: nothing is decompressed before the zip
 model config says exactly which arrays the file must hold, with which dtype and shape.  A file with more
 members than that (plus ``MEMBER_MARGIN``), a member that declares more bytes than its array needs (plus
 ``NPY_HEADER_MAX`` for its ``.npy`` header), or a total beyond the arrays' sum (plus ``NPY_HEADER_AVG``
-per member) is refused before any array is read; each array's ``.npy`` header is checked against the config before its data is read.  A record
-without a model config may hold at most ``MAX_UNCONFIGURED_MEMBERS`` arrays of ``MAX_UNCONFIGURED_BYTES``
+per member) is refused before any array is read; each array's ``.npy`` header is checked against the
+config before its data is read.  A record without a model config may hold at most ``MAX_UNCONFIGURED_MEMBERS`` arrays of ``MAX_UNCONFIGURED_BYTES``
 in total; and a compressed member larger than ``INFLATION_FROM`` may not inflate more than
 ``MAX_INFLATION`` times.  So a small crafted file can never make the reader allocate more than the
 record's own model (which ``ModelConfig`` itself bounds), nor more than 100 times its own size for a big
 model.
 
 ``load_checkpoint`` refuses, with a ``CheckpointError`` naming the problem: missing paths, folders
-and files that are not regular files (FIFOs, devices: refused before opening, so nothing blocks);
+and files that are not regular files (FIFOs, devices: opened without blocking and refused before any
+read, so nothing hangs);
 files that are not zip archives; zip members that are not plain ``.npy`` arrays, that appear twice, or
 that exceed the limits above; object arrays and pickles (nothing is ever unpickled, so no code in the
 file can run); a missing or malformed ``__meta__``; a foreign format or an unknown version; arrays with
@@ -310,8 +311,6 @@ def _check_regular_file(path: str) -> None:
         raise CheckpointError(f"{path!r}: invalid path ({e})") from None
     if stat.S_ISDIR(st.st_mode):
         raise CheckpointError(f"{path}: is a folder, not a checkpoint file")
-    if not stat.S_ISREG(st.st_mode):
-        raise CheckpointError(f"{path}: not a regular file (a FIFO, device or socket); refusing to read it")
 
 
 def expected_arrays(path, meta: dict):
@@ -403,49 +402,64 @@ def _parse_meta(path, raw) -> dict:
     return meta
 
 
+def _open_regular(path: str):
+    """``path`` opened for reading, refused (CheckpointError) unless it is a regular file: opened without
+    blocking (so a FIFO cannot hang the open), then checked on the open descriptor (no race between a
+    check and the open)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise CheckpointError(f"{path}: not a regular file (a FIFO, device or socket); refusing to read it")
+    return os.fdopen(fd, "rb")
+
+
 def _read_archive(path: str):
     """(meta, arrays) of the checkpoint at ``path``, read within the limits above."""
-    with open(path, "rb") as f:
+    with _open_regular(path) as f:
         head = f.read(4)
-    if head == _EMPTY_ZIP_MAGIC:
-        raise CheckpointError(f"{path}: an empty archive, not a minigpt checkpoint")
-    if head != _ZIP_MAGIC:
-        what = "an empty file" if not head else "not a .npz archive"
-        raise CheckpointError(f"{path}: {what}; not a minigpt checkpoint")
+        if head == _EMPTY_ZIP_MAGIC:
+            raise CheckpointError(f"{path}: an empty archive, not a minigpt checkpoint")
+        if head != _ZIP_MAGIC:
+            what = "an empty file" if not head else "not a .npz archive"
+            raise CheckpointError(f"{path}: {what}; not a minigpt checkpoint")
+        f.seek(0)
+        try:
+            zf = zipfile.ZipFile(f)
+        except Exception as e:  # BadZipFile, EOFError, NotImplementedError (flipped version bytes), ...
+            raise CheckpointError(f"{path}: corrupt or truncated archive ({type(e).__name__}: {_short(str(e))})") from None
+        with zf:
+            return _read_members(path, zf)
+
+
+def _read_members(path, zf):
+    """(meta, arrays) from the open archive ``zf``: its directory and ``__meta__`` checked first."""
+    members = {}
+    for info in zf.infolist():  # the zip directory: names and declared sizes, nothing decompressed yet
+        if not info.filename.endswith(".npy"):
+            raise CheckpointError(f"{path}: archive member {_short(info.filename)} is not a .npy array")
+        name = info.filename[: -len(".npy")]
+        if name in members:
+            raise CheckpointError(f"{path}: archive member {_short(info.filename)} appears twice")
+        members[name] = info
+    if "__meta__" not in members:
+        raise CheckpointError(f"{path}: not a minigpt checkpoint (no __meta__ record)")
+    limit = NPY_HEADER_MAX + MAX_META_BYTES
+    if members["__meta__"].file_size > limit:
+        raise CheckpointError(f"{path}: the __meta__ record declares {members['__meta__'].file_size} bytes, more than the limit of {limit}")
     try:
-        zf = zipfile.ZipFile(path)
+        meta = _parse_meta(path, _read_member(zf, members.pop("__meta__"), path, "__meta__", max_bytes=MAX_META_BYTES))
+        expected = expected_arrays(path, meta)
+        _check_directory(path, members, expected)
+        arrays = {name: _read_member(zf, info, path, name, want=None if expected is None else expected[name])
+                  for name, info in members.items()}
+    except CheckpointError:
+        raise
+    except MemoryError:
+        raise CheckpointError(f"{path}: an array in the archive is too large to load") from None
     except PermissionError:
         raise
-    except Exception as e:  # BadZipFile, EOFError, NotImplementedError (flipped version bytes), ...
-        raise CheckpointError(f"{path}: corrupt or truncated archive ({type(e).__name__}: {_short(str(e))})") from None
-    with zf:
-        members = {}
-        for info in zf.infolist():  # the zip directory: names and declared sizes, nothing decompressed yet
-            if not info.filename.endswith(".npy"):
-                raise CheckpointError(f"{path}: archive member {_short(info.filename)} is not a .npy array")
-            name = info.filename[: -len(".npy")]
-            if name in members:
-                raise CheckpointError(f"{path}: archive member {_short(info.filename)} appears twice")
-            members[name] = info
-        if "__meta__" not in members:
-            raise CheckpointError(f"{path}: not a minigpt checkpoint (no __meta__ record)")
-        limit = NPY_HEADER_MAX + MAX_META_BYTES
-        if members["__meta__"].file_size > limit:
-            raise CheckpointError(f"{path}: the __meta__ record declares {members['__meta__'].file_size} bytes, more than the limit of {limit}")
-        try:
-            meta = _parse_meta(path, _read_member(zf, members.pop("__meta__"), path, "__meta__", max_bytes=MAX_META_BYTES))
-            expected = expected_arrays(path, meta)
-            _check_directory(path, members, expected)
-            arrays = {name: _read_member(zf, info, path, name, want=None if expected is None else expected[name])
-                      for name, info in members.items()}
-        except CheckpointError:
-            raise
-        except MemoryError:
-            raise CheckpointError(f"{path}: an array in the archive is too large to load") from None
-        except PermissionError:
-            raise
-        except Exception as e:  # zlib errors, CRC mismatches, truncated members, encrypted members, ...
-            raise CheckpointError(f"{path}: corrupt checkpoint ({type(e).__name__}: {_short(str(e))})") from None
+    except Exception as e:  # zlib errors, CRC mismatches, truncated members, encrypted members, ...
+        raise CheckpointError(f"{path}: corrupt checkpoint ({type(e).__name__}: {_short(str(e))})") from None
     return meta, arrays
 
 
