@@ -16,11 +16,11 @@ model config says exactly which arrays the file must hold, with which dtype and 
 members than that (plus ``MEMBER_MARGIN``), a member that declares more bytes than its array needs (plus
 ``NPY_HEADER_MAX`` for its ``.npy`` header), or a total beyond the arrays' sum (plus ``NPY_HEADER_AVG``
 per member) is refused before any array is read; each array's ``.npy`` header is checked against the
-config before its data is read.  A record without a model config may hold at most ``MAX_UNCONFIGURED_MEMBERS`` arrays of ``MAX_UNCONFIGURED_BYTES``
-in total; and a compressed member larger than ``INFLATION_FROM`` may not inflate more than
-``MAX_INFLATION`` times.  So a small crafted file can never make the reader allocate more than the
-record's own model (which ``ModelConfig`` itself bounds), nor more than 100 times its own size for a big
-model.
+config before its data is read.  A record without a model config may hold at most
+``MAX_UNCONFIGURED_MEMBERS`` arrays of ``MAX_UNCONFIGURED_BYTES`` in total; and arrays of more than ``INFLATION_FROM`` bytes in all may not inflate more than
+``MAX_INFLATION`` times their compressed size.  So a crafted file can never make the reader allocate
+more than the record's own model (which ``ModelConfig`` itself bounds), nor, for the arrays, more than
+the larger of 16 MiB and 100 times the file's size (plus at most 16 MiB for ``__meta__``).
 
 ``load_checkpoint`` refuses, with a ``CheckpointError`` naming the problem: missing paths, folders
 and files that are not regular files (FIFOs, devices: opened without blocking and refused before any
@@ -59,8 +59,8 @@ MAX_META_BYTES = 16 << 20  # the JSON record (configs, RNG state, evaluation his
 NPY_HEADER_MAX = 4096  # bytes one member's .npy header may take besides its array data ...
 NPY_HEADER_AVG = 256  # ... and on average over the archive (numpy writes 128)
 MEMBER_MARGIN = 4  # members beyond those the record's config implies: refused before reading
-MAX_INFLATION = 100  # a compressed member of more than INFLATION_FROM bytes may inflate at most 100x ...
-INFLATION_FROM = 16 << 20  # ... (float weights deflate ~1.1x; minigpt itself never compresses)
+MAX_INFLATION = 100  # arrays of more than INFLATION_FROM bytes in all may inflate at most 100x ...
+INFLATION_FROM = 16 << 20  # ... their compressed size (float weights deflate ~1.1x; minigpt never compresses)
 MAX_UNCONFIGURED_MEMBERS = 64  # a record without a model config (not written by minigpt itself) ...
 MAX_UNCONFIGURED_BYTES = 64 << 20  # ... holds at most this many arrays and bytes
 _ZIP_MAGIC = b"PK\x03\x04"
@@ -474,7 +474,7 @@ def _check_directory(path, members: dict, expected) -> None:
     if len(members) > max_members:
         raise CheckpointError(f"{path}: {len(members)} arrays in the archive, more than the limit of {max_members} "
                               f"{'its config implies' if expected is not None else 'for a record without a model config'}")
-    total = 0
+    total = packed = 0
     for name, info in members.items():
         if expected is not None:
             if name not in expected:
@@ -485,12 +485,13 @@ def _check_directory(path, members: dict, expected) -> None:
         if info.file_size > limit:
             raise CheckpointError(f"{path}: archive member {_short(info.filename)} declares {info.file_size} bytes, "
                                   f"more than the limit of {limit} its config allows; refusing it")
-        if info.file_size > INFLATION_FROM and info.file_size > MAX_INFLATION * max(info.compress_size, 1):
-            raise CheckpointError(f"{path}: archive member {_short(info.filename)} would inflate {info.compress_size} bytes to "
-                                  f"{info.file_size} (more than {MAX_INFLATION}x); refusing a likely zip bomb")
         total += info.file_size
+        packed += info.compress_size
     if total > total_limit:
         raise CheckpointError(f"{path}: the archive declares {total} bytes in all, more than the limit of {total_limit}")
+    if total > INFLATION_FROM and total > MAX_INFLATION * packed:
+        raise CheckpointError(f"{path}: the arrays would inflate {packed} compressed bytes to {total} "
+                              f"(more than {MAX_INFLATION}x); refusing a likely zip bomb")
 
 
 def load_checkpoint(path) -> tuple[dict[str, np.ndarray], dict]:

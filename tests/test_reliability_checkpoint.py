@@ -145,6 +145,21 @@ def test_a_bomb_within_a_huge_but_valid_config_is_refused_by_its_inflation(tmp_p
     assert opened == ["__meta__.npy"]
 
 
+def test_inflation_is_bounded_over_the_whole_archive():
+    """Many members each under 16 MiB (a deep model of 16 MiB matrices) inflate too: the ratio is checked
+    over the archive, not per member."""
+    expected = {f"params/w{i}": (np.dtype("float32"), (2048, 2048)) for i in range(8)}  # 16 MiB each
+    infos = {}
+    for n in expected:
+        infos[n] = _sized(n, 16 * 2**20 + 128)
+        infos[n].compress_size = 20_000
+    with pytest.raises(CheckpointError, match="more than 100x"):
+        ck._check_directory("f.npz", infos, expected)
+    for info in infos.values():
+        info.compress_size = 16 * 2**20 // 50  # 50x: e.g. sparse arrays, accepted
+    ck._check_directory("f.npz", infos, expected)
+
+
 def test_member_count_guard(tmp_path, monkeypatch):
     """10,000 tiny members (the filer's 2.9 MB file took 1.1 GB): refused from the directory."""
     p = tmp_path / "many.npz"
