@@ -3,12 +3,16 @@ bad input gets one line on stderr (``minigpt: error: ...``) and a non-zero statu
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import json
 import os
+import re
 import sys
 
 import numpy as np
+
+from .config import cut as _cut
 
 
 MAX_EVAL_N = 1_000_000  # held-out sequences for ``minigpt eval --n``
@@ -31,6 +35,30 @@ def _fmt_table(header, rows):
 
 
 # ----------------------------------------------------------------------------- train
+def _short_errors(fn):
+    """Run ``fn(args)``; an error message that echoes a huge value (a long --set, a long path) comes out
+    with every token longer than ``LONG_TOKEN`` characters cut to its first 80, and at most
+    ``MAX_ERROR_CHARS`` in all (the field it names comes first, so it stays)."""
+    from .training import TrainingError
+
+    @functools.wraps(fn)
+    def run(args):
+        try:
+            return fn(args)
+        except (ValueError, TypeError, TrainingError) as e:  # CheckpointError is a ValueError; all exit 1
+            if len(str(e)) <= MAX_ERROR_CHARS:
+                raise
+            short = re.sub(r"\S{%d,}" % LONG_TOKEN, lambda m: _cut(m.group(0)), str(e))
+            raise ValueError(_cut(short, MAX_ERROR_CHARS)) from None
+
+    return run
+
+
+LONG_TOKEN = 200  # characters; a longer word in an error message is cut to 80
+MAX_ERROR_CHARS = 400
+
+
+@_short_errors
 def cmd_train(args) -> int:
     from . import presets
     from .training import load_run_spec, train
@@ -44,7 +72,7 @@ def cmd_train(args) -> int:
             raise UsageError("--resume continues the run with its saved settings; drop --preset and --set")
         spec = load_run_spec(args.out)  # from the verified checkpoint
     else:
-        spec = presets.apply_overrides(presets.get_preset(args.preset or "paper"), args.set)
+        spec = presets.apply_overrides(presets.get_preset("paper" if args.preset is None else args.preset), _set_args(args.set))
     threads = _threads_arg(args.threads)
     mcfg, tcfg, task = presets.build(spec)  # validates every field, the context and float overflow
     result = train(mcfg, tcfg, task, out_dir=args.out, resume=args.resume, force=args.force, progress=not args.quiet,
@@ -62,19 +90,45 @@ def cmd_train(args) -> int:
 
 
 def _threads_arg(value):
-    """``--threads``: "auto" or a positive integer."""
-    if value == "auto":
+    """``--threads``: None (not given), "auto" or a positive integer up to the usable cores."""
+    from .threads import usable_cores
+
+    if value is None or value == "auto":
         return value
-    try:
-        n = int(value)
-    except ValueError:
-        n = 0
-    if n < 1 or str(n) != value.strip():
-        raise UsageError(f"--threads must be a positive integer or auto, got {value!r}")
+    text = value.strip()
+    n = int(text) if text.isdigit() and len(text) <= 9 else 0
+    if n < 1:
+        raise UsageError(f"--threads must be a positive integer or auto, got {_cut(repr(value))}")
+    cap = usable_cores()
+    if n > cap:
+        raise UsageError(f"--threads {n} is more than the {cap} usable core(s) of this machine; use at most {cap} (or auto)")
     return n
 
 
+MAX_SET_CHARS = 4096  # one --set item; a longer one is a mistake (and would be echoed in errors)
+
+
+def _set_args(items):
+    """Check every ``--set SECTION.FIELD=VALUE`` before it is parsed: a value too long, too deeply nested or
+    with too many digits gets a one-line error naming the field (and at most 80 characters of the value)."""
+    from .presets import parse_value
+
+    for item in items:
+        key, _, value = item.partition("=")
+        field = _cut(key.strip() or item, 60)
+        if len(item) > MAX_SET_CHARS:
+            raise UsageError(f"--set {field}: {len(item):,} characters, more than the limit of {MAX_SET_CHARS:,}: {_cut(value)}")
+        try:
+            parse_value(value)
+        except RecursionError:
+            raise UsageError(f"--set {field}: the value is nested too deeply: {_cut(value)}") from None
+        except ValueError as e:  # e.g. an integer of more than 4300 digits
+            raise UsageError(f"--set {field}: cannot read the value {_cut(value)} ({_cut(e)})") from None
+    return items
+
+
 # ----------------------------------------------------------------------------- eval
+@_short_errors
 def cmd_eval(args) -> int:
     from . import baselines, presets
     from .checkpoint import load_checkpoint
@@ -86,6 +140,8 @@ def cmd_eval(args) -> int:
         raise UsageError(f"--n must be between 1 and {MAX_EVAL_N}, got {args.n}")
     if not 0 <= args.seed < 2**63:
         raise UsageError(f"--seed must be between 0 and 2**63 - 1, got {args.seed}")
+    if args.json is not None:
+        _check_output("--json", args.json, inputs=[args.checkpoint])
     model = Transformer.load(args.checkpoint)  # verified: checksum, keys, shapes, dtypes, finiteness
     _, meta = load_checkpoint(args.checkpoint)
     if "data" in meta:
@@ -108,9 +164,35 @@ def cmd_eval(args) -> int:
     print(f"MSE by position on {args.n} held-out sequences (seed {args.seed}); position t predicts term t+1")
     print(_fmt_table(["pos"] + names, rows))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({n: v.tolist() for n, v in results.items()}, f, indent=1)
+        from .checkpoint import write_text_atomic
+
+        write_text_atomic(args.json, json.dumps({n: v.tolist() for n, v in results.items()}, indent=1))
     return 0
+
+
+def _check_output(option, path, inputs):
+    """Refuse an output path that is one of the ``inputs`` (also through links) or an existing checkpoint."""
+    if not path.strip():
+        raise UsageError(f"{option} needs a file name")
+    if os.path.isdir(path):
+        raise UsageError(f"{option} {_cut(path)} is a folder; give a file name")
+    for src in inputs:
+        same = os.path.realpath(path) == os.path.realpath(src)
+        try:
+            same = same or os.path.samefile(path, src)
+        except OSError:
+            pass
+        if same:
+            raise UsageError(f"{option} {_cut(path)} is the input checkpoint; refusing to overwrite it")
+    head = b""
+    if os.path.isfile(path):  # a regular file (opening a FIFO would block)
+        try:
+            with open(path, "rb") as f:
+                head = f.read(4)
+        except OSError:
+            pass
+    if head == b"PK\x03\x04":
+        raise UsageError(f"{option} {_cut(path)} is an existing checkpoint (a zip archive); refusing to overwrite it")
 
 
 # ----------------------------------------------------------------------------- gradcheck
@@ -245,8 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     t.add_argument("--force", action="store_true", help="overwrite the run in --out")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
-    t.add_argument("--threads", default="auto", metavar="N",
-                   help="run each step's batch as N shards on N cores (default: auto, as many as BLAS uses, at most 8)")
+    t.add_argument("--threads", default=None, metavar="N",
+                   help="run each step's batch as N shards on N cores, at most the usable cores (default: auto, as many as "
+                        "BLAS uses, at most 8; on --resume: the run's own count, so the result stays bitwise exact)")
     t.set_defaults(fn=cmd_train)
 
     e = sub.add_parser("eval", help="MSE by position of a checkpoint against every baseline")

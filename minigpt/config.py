@@ -22,15 +22,29 @@ MAX_STEPS = 10**9
 MAX_SEED = (1 << 63) - 1
 
 
+def cut(text, limit=80) -> str:
+    """``text`` (any object, as ``str``) cut to its first ``limit`` characters: error lines never echo a
+    huge input."""
+    text = str(text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def short_repr(value, limit=80) -> str:
+    """``repr(value)`` cut to ``limit`` characters (an int too long for ``repr`` is described instead)."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int of more than sys.get_int_max_str_digits() digits
+        text = f"<an integer of about {int(value.bit_length() * 0.30103) + 1} digits>"
+    return cut(text, limit)
+
+
+_short = short_repr
+
+
 def _int_field(section, name, value, lo=1, hi=None):
     if isinstance(value, bool) or not isinstance(value, int) or value < lo or (hi is not None and value > hi):
         rule = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
-        raise ValueError(f"{section}.{name} must be an integer {rule}, got {value!r}")
-
-
-def _short(value, limit=40):
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+        raise ValueError(f"{section}.{name} must be an integer {rule}, got {short_repr(value)}")
 
 
 def _float_field(section, name, value, lo=0.0, strict=False, hi=math.inf):
@@ -73,15 +87,15 @@ class ModelConfig:
             self.d_head = self.d_model // self.n_heads
         _int_field(s, "d_head", self.d_head, hi=MAX_DIM)
         if not isinstance(self.attn_only, bool):
-            raise ValueError(f"model.attn_only must be true or false, got {self.attn_only!r}")
+            raise ValueError(f"model.attn_only must be true or false, got {short_repr(self.attn_only)}")
         if self.normalization_type not in NORMALIZATIONS:
-            raise ValueError(f"model.normalization_type must be 'LN' or None, got {self.normalization_type!r}")
+            raise ValueError(f"model.normalization_type must be 'LN' or None, got {short_repr(self.normalization_type)}")
         if self.act_fn not in ACT_FNS:
-            raise ValueError(f"model.act_fn must be one of {ACT_FNS}, got {self.act_fn!r}")
+            raise ValueError(f"model.act_fn must be one of {ACT_FNS}, got {short_repr(self.act_fn)}")
         _float_field(s, "eps", self.eps, 0.0, strict=True, hi=1.0)
         _float_field(s, "init_range", self.init_range, 0.0, strict=True, hi=1e6)
         if self.dtype not in DTYPES:
-            raise ValueError(f"model.dtype must be one of {DTYPES}, got {self.dtype!r}")
+            raise ValueError(f"model.dtype must be one of {DTYPES}, got {short_repr(self.dtype)}")
         n = self.num_params()
         if n > MAX_PARAMS:
             raise ValueError(f"model has {n:,} parameters, more than the limit of {MAX_PARAMS:,}; reduce model.d_model, d_mlp, n_layers or n_ctx")
@@ -164,5 +178,5 @@ def _check_fields(cls, section, d) -> dict:
     known = [f.name for f in dataclasses.fields(cls) if f.init]
     for k in d:
         if k not in known:
-            raise ValueError(f"unknown field {section}.{k!s}; {did_you_mean(section, k, known)}")
+            raise ValueError(f"unknown field {section}.{cut(k, 60)}; {did_you_mean(section, cut(k, 200), known)}")
     return dict(d)

@@ -107,7 +107,11 @@ class Transformer:
             raise ValueError(f"target must hold real numbers, got dtype {t.dtype}")
         if t.shape != pred_shape:
             raise ValueError(f"target must have the prediction's shape {list(pred_shape)}, got {list(t.shape)}")
-        return t.astype(self.cfg.dtype, copy=False)
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflowing cast is reported below, not warned about
+            t = t.astype(self.cfg.dtype, copy=False)
+        if not np.isfinite(t).all():
+            raise ValueError(f"target contains NaN or infinite values, or values beyond the {self.cfg.dtype} range")
+        return t
 
     # ------------------------------------------------------------------ forward
     def _forward(self, x, state: HookState | None = None):

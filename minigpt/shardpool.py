@@ -9,23 +9,33 @@ Processes share no GIL.  They share memory instead:
     inputs   the batch (x and targets), written by the caller
     grads    one flat block per helper, written by that helper, summed by the caller
 
-A pool belongs to one model shape (``ModelConfig``) and size; ``get_pool`` keeps the most recent ones so
-consecutive runs (tests, sweeps in one process) reuse their helpers.  Helpers ignore Ctrl-C/SIGTERM (the
-caller handles them and stops between steps) and exit when the caller goes away (their pipe closes).
-Each helper runs BLAS on one thread (``OPENBLAS_NUM_THREADS=1`` in its environment).
+Blocks that cannot leak: each block is anonymous (``os.memfd_create`` on Linux, an unlinked temporary
+file elsewhere), mapped by the caller and handed to the helpers as a file descriptor over their socket.
+It has no name in ``/dev/shm`` or anywhere else, so nothing is left behind when the processes end, even
+when the whole process group is killed with SIGKILL; and no resource tracker is involved.
+
+A pool belongs to one model shape (``ModelConfig``), size and process; ``get_pool`` keeps the most recent
+ones so consecutive runs (tests, sweeps in one process) reuse their helpers.  A forked child never uses
+its parent's pools (``os.register_at_fork`` forgets them in the child, and every pool checks its owner's
+pid): it starts its own.  Helpers ignore Ctrl-C/SIGTERM (the caller handles them and stops between steps),
+exit when the caller goes away (their socket closes), and never print a traceback: an error is sent to
+the caller, or, when the caller is gone, the helper exits quietly.  Each helper runs BLAS on one thread
+(``OPENBLAS_NUM_THREADS=1`` in its environment).  POSIX only (file descriptors passed over sockets).
 """
 from __future__ import annotations
 
 import atexit
+import json
+import mmap
 import os
-import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import warnings
-from multiprocessing import resource_tracker, shared_memory
 from multiprocessing.connection import Connection
+from multiprocessing.reduction import recv_handle, send_handle
 
 import numpy as np
 
@@ -33,6 +43,18 @@ from .config import ModelConfig
 from .threads import BLAS_ENV
 
 STARTUP_TIMEOUT = 120  # seconds a helper may take to start (import numpy, scipy, minigpt)
+# a helper's first lines: ignore Ctrl-C/SIGTERM before importing anything, exit quietly if interrupted or
+# killed while importing (see minigpt._shard_helper)
+HELPER_CODE = (
+    "import os, signal\n"
+    "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+    "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+    "try:\n"
+    "    from minigpt import _shard_helper\n"
+    "except BaseException:\n"
+    "    os._exit(1)\n"
+    "_shard_helper.main()\n"
+)
 
 
 class ShardPoolError(RuntimeError):
@@ -66,57 +88,90 @@ def _views(buf, layout, dtype):
     return {name: flat[off : off + size].reshape(shape) for name, shape, off, size in layout}
 
 
-def _attach(name: str) -> shared_memory.SharedMemory:
-    """Open a block the caller made, without a resource tracker in this helper (the caller's tracker owns
-    the block and removes it if the caller dies)."""
-    try:
-        return shared_memory.SharedMemory(name=name, track=False)  # Python >= 3.13
-    except TypeError:
-        register = resource_tracker.register
-        resource_tracker.register = lambda *args, **kwargs: None  # this process only ever attaches
+class Block:
+    """An anonymous shared block of ``size`` bytes, mapped here (``buf``).  ``fd`` is its descriptor, to
+    pass to another process (``send_handle``), which maps it with ``Block.from_fd``."""
+
+    def __init__(self, size: int, fd: int | None = None):
+        self.size = max(int(size), 1)
+        if fd is None:
+            fd = _anonymous_fd(self.size)
+        self.fd = fd
+        self.buf = mmap.mmap(fd, self.size)
+
+    @classmethod
+    def from_fd(cls, fd: int, size: int) -> "Block":
+        return cls(size, fd)
+
+    def close(self):
         try:
-            return shared_memory.SharedMemory(name=name)
-        finally:
-            resource_tracker.register = register
+            self.buf.close()
+        except BufferError:  # a numpy view still points into it: the mapping goes with the last view
+            pass
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def _anonymous_fd(size: int) -> int:
+    """A descriptor of ``size`` zeroed bytes of memory with no name in any file system."""
+    if hasattr(os, "memfd_create"):  # Linux
+        fd = os.memfd_create("minigpt-shard", os.MFD_CLOEXEC)
+    else:  # other POSIX systems: a temporary file, unlinked at once
+        with tempfile.TemporaryFile() as f:
+            fd = os.dup(f.fileno())
+    os.ftruncate(fd, size)
+    return fd
 
 
 def helper_main(fd: int):  # pragma: no cover - runs in the helper process (python -m minigpt._shard_helper FD)
-    """A helper's loop: wait for a shard, compute it, write its gradients, answer with its loss."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    conn = Connection(fd)
-    cfg_dict, params_name, grads_name = conn.recv()
+    """A helper's loop: wait for a shard, compute it, write its gradients, answer with its loss.  Never
+    prints a traceback: when the caller is gone (its socket closed, at any point, start-up included) the
+    helper exits quietly."""
+    conn = None
+    try:
+        conn = Connection(fd)
+        _serve(conn)
+    except (EOFError, OSError, KeyboardInterrupt):  # the caller is gone, or the helper is being torn down
+        pass
+    except BaseException as e:  # a bug: tell the caller if it still listens, never the terminal
+        try:
+            conn.send(("error", RuntimeError(f"shard helper failed: {type(e).__name__}: {e}")))
+        except Exception:
+            pass
+        os._exit(1)
+    os._exit(0)  # the blocks are unmapped when this process exits
+
+
+def _serve(conn):  # pragma: no cover - runs in the helper process
+    warnings.simplefilter("ignore")  # the caller computes shard 0 under the same errstate and warns for it
+    cfg_dict, nbytes = conn.recv()
+    params_blk = Block.from_fd(recv_handle(conn), nbytes)
+    grads_blk = Block.from_fd(recv_handle(conn), nbytes)
     from .model import Transformer
 
     cfg = ModelConfig(**cfg_dict)
     layout, _ = _layout(cfg)
-    blocks = {n: _attach(n) for n in (params_name, grads_name)}
     model = Transformer(cfg, seed=0)
-    model.params = _views(blocks[params_name].buf, layout, cfg.dtype)
-    grads_out = _views(blocks[grads_name].buf, layout, cfg.dtype)
+    model.params = _views(params_blk.buf, layout, cfg.dtype)
+    grads_out = _views(grads_blk.buf, layout, cfg.dtype)
     conn.send(("ready", None))
-    inputs = {}  # name -> SharedMemory of the caller's current input block
+    inputs = None  # the caller's current input block
     while True:
-        try:
-            msg = conn.recv()
-        except (EOFError, OSError):  # the caller is gone
-            break
+        msg = conn.recv()
         if msg is None:
             break
-        name, x_shape, t_shape, rows, batch, errstate = msg
+        new_size, x_shape, t_shape, rows, batch, errstate = msg
+        if new_size is not None:  # the caller made a larger input block: its descriptor follows
+            inputs = Block.from_fd(recv_handle(conn), new_size)
         try:
-            if name not in inputs:  # the caller made a larger input block: map it instead of the old one
-                for old in inputs.values():
-                    old.close()
-                inputs = {name: _attach(name)}
-            loss = _helper_step(model, inputs[name].buf, x_shape, t_shape, rows, batch, errstate, grads_out)
+            loss = _helper_step(model, inputs.buf, x_shape, t_shape, rows, batch, errstate, grads_out)
             conn.send(("ok", loss))
-        except BaseException as e:  # report, keep serving
+        except Exception as e:  # report, keep serving
             try:
                 conn.send(("error", e))
             except Exception:
                 conn.send(("error", RuntimeError(f"{type(e).__name__}: {e}")))
-    # the blocks are unmapped when this process exits
 
 
 def _helper_step(model, buf, x_shape, t_shape, rows, batch, errstate, grads_out):  # pragma: no cover
@@ -133,33 +188,36 @@ def _helper_step(model, buf, x_shape, t_shape, rows, batch, errstate, grads_out)
 
 
 class ShardPool:
-    """``n_helpers`` helper processes for models of configuration ``cfg``."""
+    """``n_helpers`` helper processes for models of configuration ``cfg``, owned by this process."""
 
     def __init__(self, cfg: ModelConfig, n_helpers: int):
         self.cfg = cfg
+        self.owner = os.getpid()
         self.lock = threading.Lock()  # one step at a time (hold it from ``submit`` to ``collect``)
         layout, size = _layout(cfg)
         nbytes = size * np.dtype(cfg.dtype).itemsize
-        self._blocks = []  # every SharedMemory this pool made (unlinked on close)
-        self.params_shm = self._new_block(nbytes)
-        self.params = _views(self.params_shm.buf, layout, cfg.dtype)
-        grads_shm = [self._new_block(nbytes) for _ in range(n_helpers)]
-        self.grads = [_views(s.buf, layout, cfg.dtype) for s in grads_shm]
-        self.inputs_shm = None
+        self._blocks = []  # every Block this pool maps (closed on close)
+        self.params_blk = self._new_block(nbytes)
+        self.params = _views(self.params_blk.buf, layout, cfg.dtype)
+        grads_blk = [self._new_block(nbytes) for _ in range(n_helpers)]
+        self.grads = [_views(b.buf, layout, cfg.dtype) for b in grads_blk]
+        self.inputs_blk = None
         self.conns, self.procs = [], []
         env = dict(os.environ, **{v: "1" for v in BLAS_ENV})  # one BLAS thread per helper
         try:
-            for g in grads_shm:
+            for g in grads_blk:
                 ours, theirs = socket.socketpair()
                 with theirs:
                     # a fresh interpreter running minigpt._shard_helper: unlike multiprocessing's spawn it
                     # does not re-run the caller's __main__ (a script without a main guard would recurse)
-                    p = subprocess.Popen([sys.executable, "-m", "minigpt._shard_helper", str(theirs.fileno())],
+                    p = subprocess.Popen([sys.executable, "-c", HELPER_CODE, str(theirs.fileno())],
                                          pass_fds=[theirs.fileno()], env=env, stdin=subprocess.DEVNULL)
                 self.procs.append(p)
                 conn = Connection(ours.detach())
                 self.conns.append(conn)
-                conn.send((cfg.to_dict(), self.params_shm.name, g.name))
+                conn.send((cfg.to_dict(), nbytes))
+                send_handle(conn, self.params_blk.fd, p.pid)
+                send_handle(conn, g.fd, p.pid)
             for conn in self.conns:  # wait until every helper has imported minigpt and mapped the blocks
                 if not conn.poll(STARTUP_TIMEOUT):
                     raise ShardPoolError(f"no answer within {STARTUP_TIMEOUT} s")
@@ -171,36 +229,42 @@ class ShardPool:
             raise ShardPoolError(f"could not start shard helper processes: {e}") from e
 
     def _new_block(self, nbytes):
-        shm = shared_memory.SharedMemory(create=True, size=max(int(nbytes), 1))
-        self._blocks.append(shm)
-        return shm
+        blk = Block(nbytes)
+        self._blocks.append(blk)
+        return blk
 
     def _inputs(self, x, t):
-        """Copy x and t into the shared input block (a larger one if needed); return its name."""
+        """Copy x and t into the shared input block (a larger one if needed); returns the new block's size
+        when it is new (its descriptor must follow the next message to every helper), else None."""
         need = x.nbytes + t.nbytes
-        if self.inputs_shm is None or self.inputs_shm.size < need:
-            if self.inputs_shm is not None:
-                self._free(self.inputs_shm)
-            self.inputs_shm = self._new_block(need)
-        buf = self.inputs_shm.buf
+        new = None
+        if self.inputs_blk is None or self.inputs_blk.size < need:
+            if self.inputs_blk is not None:
+                self._free(self.inputs_blk)
+            self.inputs_blk = self._new_block(need)
+            new = self.inputs_blk.size
+        buf = self.inputs_blk.buf
         np.copyto(np.ndarray(x.shape, x.dtype, buffer=buf), x)
         np.copyto(np.ndarray(t.shape, t.dtype, buffer=buf, offset=x.nbytes), t)
-        return self.inputs_shm.name
+        return new
 
-    def _free(self, shm):
-        self._blocks.remove(shm)
-        shm.close()
-        shm.unlink()
+    def _free(self, blk):
+        self._blocks.remove(blk)
+        blk.close()
 
     def submit(self, params: dict, x, t, parts: list[slice]):
         """Start helpers on ``parts`` (one each) of the batch ``x``, ``t`` with the current ``params``."""
+        if os.getpid() != self.owner:
+            raise ShardPoolError("this pool belongs to another process (a forked parent)")
         for k, v in params.items():
             np.copyto(self.params[k], v)
-        name = self._inputs(x, t)
+        new = self._inputs(x, t)
         err = np.geterr()
-        for conn, rows in zip(self.conns, parts):
+        for conn, p, rows in zip(self.conns, self.procs, parts):
             try:
-                conn.send((name, x.shape, t.shape, rows, x.shape[0], err))
+                conn.send((new, x.shape, t.shape, rows, x.shape[0], err))
+                if new is not None:
+                    send_handle(conn, self.inputs_blk.fd, p.pid)
             except OSError as e:  # BrokenPipeError, ConnectionResetError
                 raise ShardPoolError(f"a shard helper process died ({e})") from e
 
@@ -225,6 +289,8 @@ class ShardPool:
         return all(p.poll() is None for p in self.procs)
 
     def close(self):
+        if os.getpid() != self.owner:  # a forked child: the helpers and blocks are the parent's
+            return
         for conn in self.conns:
             try:
                 conn.send(None)
@@ -238,9 +304,10 @@ class ShardPool:
                 p.kill()
                 p.wait()
         self.conns, self.procs = [], []
-        for shm in list(self._blocks):
+        self.params, self.grads = {}, []  # drop the views so the mappings can close
+        for blk in list(self._blocks):
             try:
-                self._free(shm)
+                self._free(blk)
             except Exception:
                 pass
 
@@ -250,11 +317,23 @@ _pools_lock = threading.Lock()
 MAX_POOLS = 2
 
 
+def _forget_pools_in_child():
+    """After ``fork``, in the child: the parent's pools are not ours (never send to its helpers, never
+    close them); the child starts its own on first use."""
+    global _pools_lock
+    _pools.clear()
+    _pools_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pools_in_child)
+
+
 def get_pool(cfg: ModelConfig, n_helpers: int) -> ShardPool:
     """A running pool for ``cfg`` with ``n_helpers`` helpers (started on first use, then reused)."""
-    import json
-
     key = (json.dumps(cfg.to_dict(), sort_keys=True), n_helpers)
+    if any(p.owner != os.getpid() for p in _pools.values()):  # forked without register_at_fork
+        _forget_pools_in_child()
     with _pools_lock:
         pool = _pools.pop(key, None)
         if pool is not None and not pool.alive():

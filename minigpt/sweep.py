@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import itertools
 import json
 import math
@@ -162,7 +163,7 @@ def run_job(job):
     from .interp.analysis import analyse
     from .model import Transformer
     from .runner import checkpoint_state, train_or_reuse
-    from .training import _write_json
+    from .training import write_json
 
     row = finished_row(job)
     if row is not None:
@@ -190,12 +191,12 @@ def run_job(job):
     t1 = time.time()
     res = analyse(model, task, seed=seed, figures=False, **job["analysis_kw"])
     res.update(run=job["run"], setting=job["setting"], seed=seed, config=_full_spec(spec))
-    _write_json(os.path.join(run_dir, ANALYSIS), res)
+    write_json(os.path.join(run_dir, ANALYSIS), res)
     emerg = emergence.summary(probe.records)
     if job.get("run_plots", True):
         emergence.plot_run(probe.records, os.path.join(run_dir, "emergence.png"), title=f"{job['setting']}, seed {seed}")
     row = make_row(job, res, emerg)
-    _write_json(os.path.join(run_dir, RESULT), {"row": row, "spec": _canon(spec), "every": job["every"], "analysis_kw": job["analysis_kw"],
+    write_json(os.path.join(run_dir, RESULT), {"row": row, "spec": _canon(spec), "every": job["every"], "analysis_kw": job["analysis_kw"],
                                                 "state": state, "train_seconds": t1 - t0, "analysis_seconds": time.time() - t1})
     return {"row": row, "state": state, "seconds": time.time() - t0}
 
@@ -287,8 +288,26 @@ def run_sweep(jobs, out=SWEEP_DIR, workers=None, dask=None, log=print):
     """Run the jobs not finished yet (local pool, or the Dask scheduler at ``dask``: an address, a
     ``Client``, or ``"local"``), write ``sweep.csv`` / ``sweep.json`` with the rows of every finished run in
     job order, and return ``(rows, stats)``; stats counts ``finished`` (before), ``trained``, ``resumed``,
-    ``reused``, ``failed`` and lists the ``errors``."""
+    ``reused``, ``failed`` and lists the ``errors``.
+
+    One sweep per folder: the sweep holds ``out``'s lock (``checkpoint.FolderLock``) while it runs; a second
+    sweep into the same folder is refused at once (ValueError naming the holder's process id)."""
+    from .checkpoint import FolderInUseError, FolderLock
+
     os.makedirs(out, exist_ok=True)
+    try:
+        lock = FolderLock(out)
+    except FolderInUseError as e:
+        raise ValueError(f"sweep folder {e}") from None
+    with lock:
+        return _run_sweep_locked(jobs, out, workers, dask, log)
+
+
+def _run_sweep_locked(jobs, out, workers, dask, log):
+    from .checkpoint import remove_stale_temps
+    from .training import write_json
+
+    remove_stale_temps(out)
     workers = workers or os.cpu_count() or 1
     rows = [finished_row(j) for j in jobs]
     pending = [j for j, r in zip(jobs, rows) if r is None]
@@ -297,9 +316,8 @@ def run_sweep(jobs, out=SWEEP_DIR, workers=None, dask=None, log=print):
         path = os.path.join(out, j["setting_dir"], "setting.json")
         if not os.path.exists(path):
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            with open(path, "w") as f:
-                json.dump({"setting": j["setting"], "preset": j["preset"], "overrides": j["overrides"], "every": j["every"],
-                           "spec_seed0": {k: v for k, v in j["spec"].items()}}, f, indent=1)
+            write_json(path, {"setting": j["setting"], "preset": j["preset"], "overrides": j["overrides"], "every": j["every"],
+                              "spec_seed0": {k: v for k, v in j["spec"].items()}})
     where = f"Dask scheduler {dask}" if dask is not None else f"{min(workers, max(1, len(pending)))} local worker(s)"
     log(f"sweep: {len(jobs)} run(s), {stats['finished']} finished already, {len(pending)} to run on {where} -> {out}")
 
@@ -323,17 +341,17 @@ def run_sweep(jobs, out=SWEEP_DIR, workers=None, dask=None, log=print):
 
 def write_table(rows, out):
     """``sweep.json`` (a list of rows) and ``sweep.csv`` (columns: the union, in first-seen order) in ``out``."""
-    from .training import _write_json
+    from .checkpoint import write_text_atomic
+    from .training import write_json
 
-    _write_json(os.path.join(out, "sweep.json"), rows)
+    write_json(os.path.join(out, "sweep.json"), rows)
     cols = list(dict.fromkeys(k for r in rows for k in r))
-    tmp = os.path.join(out, "sweep.csv.tmp")
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=cols)
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: ("" if v is None else v) for k, v in r.items()})
-    os.replace(tmp, os.path.join(out, "sweep.csv"))
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=cols)
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if v is None else v) for k, v in r.items()})
+    write_text_atomic(os.path.join(out, "sweep.csv"), buf.getvalue())
     return os.path.join(out, "sweep.csv"), os.path.join(out, "sweep.json")
 
 

@@ -7,6 +7,7 @@ multi-threaded OpenBLAS call competing with the helpers for the same cores can r
     blas_threads()                    -> the number of threads numpy's BLAS uses now (None if unknown)
     with limit_blas_threads(1): ...   BLAS runs one thread inside, its previous count is restored after
     default_threads()                 -> what ``threads="auto"`` means: BLAS's thread count (1 if unknown)
+    usable_cores()                    -> the cores this process may run on: the most threads anyone may ask for
     shards(n_rows, n)                 -> n nearly equal, contiguous row ranges
 
 Only OpenBLAS (what numpy's wheels ship) is controlled; with another BLAS, ``default_threads()`` is 1 and
@@ -96,6 +97,14 @@ def limit_blas_threads(n: int):
 MAX_AUTO_THREADS = 8  # "auto" never starts more than 7 helper processes (each holds its own numpy, ~60 MB)
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity on Linux, else the machine's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
 def default_threads() -> int:
     """``threads="auto"``: as many threads as BLAS would use (1 in a worker started with
     ``OPENBLAS_NUM_THREADS=1``, or when BLAS cannot be controlled), at most the cores this process may run
@@ -103,19 +112,20 @@ def default_threads() -> int:
     n = blas_threads()
     if n is None:
         return 1
-    try:
-        n = min(n, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):  # not Linux
-        n = min(n, os.cpu_count() or 1)
-    return max(1, min(n, MAX_AUTO_THREADS))
+    return max(1, min(n, usable_cores(), MAX_AUTO_THREADS))
 
 
 def resolve_threads(threads) -> int:
-    """``"auto"``/None -> ``default_threads()``; a positive int -> itself; anything else: ValueError."""
+    """``"auto"``/None -> ``default_threads()``; a positive int up to ``usable_cores()`` -> itself (each
+    thread beyond the first is a helper process of ~60 MB; more than the cores only slows steps down);
+    anything else: ValueError."""
     if threads is None or threads == "auto":
         return default_threads()
     if isinstance(threads, (bool, np.bool_)) or not isinstance(threads, (int, np.integer)) or threads < 1:
-        raise ValueError(f"threads must be a positive integer or 'auto', got {threads!r}")
+        raise ValueError(f"threads must be a positive integer or 'auto', got {repr(threads)[:80]}")
+    cap = usable_cores()
+    if threads > cap:
+        raise ValueError(f"threads = {int(threads)} is more than the {cap} usable core(s) of this machine; use at most {cap} (or 'auto')")
     return int(threads)
 
 

@@ -19,26 +19,47 @@ Reliability contract:
   moment stops training with ``NonFiniteError`` naming the step and the first non-finite tensor, with
   a hint; nothing non-finite is ever saved, so the last good checkpoint stays.
 * **Run folders** are never overwritten without ``resume=True`` or ``force=True``.
+* **One writer per run folder.**  ``train`` holds the folder's lock (``checkpoint.FolderLock`` on
+  ``RUN/.lock``) from before it writes anything until it returns; a second writer (train, resume,
+  --force, a sweep) is refused at once with "RUN is in use by process PID".  Holding the lock, it removes
+  the ``.tmp-*`` files of writers that died, and tries the longest file name it will write, so a path
+  that is too long fails before training, not at the first checkpoint.
+* **Shards.**  The record holds the shard count of every step (``shards``); a resume uses it, so the
+  run stays bitwise exact on any machine.  Another count must be asked for explicitly (a warning says
+  exactness is lost).
 """
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
 import signal
 import threading
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 
 from . import baselines
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .checkpoint import (
+    CheckpointError,
+    FolderInUseError,
+    FolderLock,
+    load_checkpoint,
+    longest_temp_name,
+    remove_stale_temps,
+    save_checkpoint,
+    with_filename,
+    write_text_atomic,
+)
 from .config import ModelConfig, TrainConfig
+from .config import cut as _cut
 from .data import AffineRecurrence
 from .model import Transformer
 from .optim import AdamW, clip_grad_norm, lr_at
-from .threads import resolve_threads
+from .threads import resolve_threads, usable_cores
 
 CHECKPOINT = "checkpoint.npz"
 METRICS = "metrics.jsonl"
@@ -168,9 +189,11 @@ def _check_args(model_cfg, train_cfg, task, resume, force, callbacks):
     check_compatible(model_cfg, task)
 
 
-def prepare_run_dir(out_dir, resume: bool, force: bool) -> str:
-    """Check that ``out_dir`` can hold a run (a folder, writable, not holding another run unless
-    resuming or forcing) and create it; returns it as a string.  Raises TrainingError."""
+def prepare_run_dir(out_dir, resume: bool, force: bool):
+    """Check that ``out_dir`` can hold a run (a folder, writable, its longest future path not too long,
+    not holding another run unless resuming or forcing, not in use by another writer), create it and
+    lock it.  Returns ``(out_dir as a string, the held FolderLock)``; the caller releases the lock.
+    Raises TrainingError."""
     try:
         out_dir = os.fspath(out_dir)
     except TypeError:
@@ -180,34 +203,47 @@ def prepare_run_dir(out_dir, resume: bool, force: bool) -> str:
     if not out_dir.strip():
         raise TrainingError("the run folder name is empty")
     if "\0" in out_dir:
-        raise TrainingError(f"the run folder name {out_dir!r} contains a NUL character")
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise TrainingError(f"{out_dir} exists and is not a folder; choose another --out")
-    if resume:
-        if not os.path.isdir(out_dir):
-            raise TrainingError(f"--resume: {out_dir} does not exist")
-        if not os.path.exists(os.path.join(out_dir, CHECKPOINT)):
-            raise TrainingError(f"--resume: no checkpoint in {out_dir} (the run stopped before its first checkpoint); start it again with --force")
-    elif not force:
-        present = [f for f in RUN_FILES if os.path.exists(os.path.join(out_dir, f))]
-        if present:
-            raise TrainingError(f"{out_dir} already holds a run ({present[0]}); use --resume to continue it or --force to overwrite it")
+        raise TrainingError(f"the run folder name {_cut(repr(out_dir))} contains a NUL character")
+    name = _cut(out_dir)
     try:
+        if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+            raise TrainingError(f"{name} exists and is not a folder; choose another --out")
+        if resume and not os.path.isdir(out_dir):
+            raise TrainingError(f"--resume: {name} does not exist")
         os.makedirs(out_dir, exist_ok=True)
-    except FileExistsError:
-        raise TrainingError(f"cannot create the run folder {out_dir}: a part of the path is a file") from None
-    except NotADirectoryError:
-        raise TrainingError(f"cannot create the run folder {out_dir}: a part of the path is a file") from None
+    except (FileExistsError, NotADirectoryError):
+        raise TrainingError(f"cannot create the run folder {name}: a part of the path is a file") from None
     except OSError as e:
-        raise TrainingError(f"cannot create the run folder {out_dir}: {e.strerror or e}") from None
-    probe = os.path.join(out_dir, ".write-test")
+        raise TrainingError(f"cannot create the run folder {name}: {e.strerror or e}") from None
     try:
-        with open(probe, "w") as f:
-            f.write("ok")
-        os.unlink(probe)
+        lock = FolderLock(out_dir)  # before anything is written into the folder
+    except FolderInUseError as e:
+        raise TrainingError(str(e)) from None
     except OSError as e:
-        raise TrainingError(f"the run folder {out_dir} is not writable: {e.strerror or e}") from None
-    return out_dir
+        raise TrainingError(f"the run folder {name} is not writable: {e.strerror or e}") from None
+    try:
+        if resume:
+            if not os.path.exists(os.path.join(out_dir, CHECKPOINT)):
+                raise TrainingError(f"--resume: no checkpoint in {name} (the run stopped before its first checkpoint); start it again with --force")
+        elif not force:
+            present = [f for f in RUN_FILES if os.path.exists(os.path.join(out_dir, f))]
+            if present:
+                raise TrainingError(f"{name} already holds a run ({present[0]}); use --resume to continue it or --force to overwrite it")
+        remove_stale_temps(out_dir)  # left by a writer killed mid-write (we hold the lock: it is gone)
+        probe = os.path.join(out_dir, longest_temp_name(max(RUN_FILES, key=len)))  # the longest path we will write
+        try:
+            with open(probe, "w") as f:
+                f.write("ok")
+            os.unlink(probe)
+        except OSError as e:
+            if e.errno == errno.ENAMETOOLONG:
+                raise TrainingError(f"the run folder path {name} ({len(os.path.abspath(out_dir))} characters) is too long for "
+                                    "the files a run writes; choose a shorter --out") from None
+            raise TrainingError(f"the run folder {name} is not writable: {e.strerror or e}") from None
+    except BaseException:
+        lock.release()
+        raise
+    return out_dir, lock
 
 
 def train(
@@ -220,11 +256,14 @@ def train(
     progress: bool = True,
     callbacks: list[Callable] = (),
     spec: dict | None = None,
-    threads="auto",
+    threads=None,
 ) -> TrainResult:
     """Train a fresh model (or resume the one in ``out_dir``).  ``callbacks``: ``fn(step, model, record)``
     called after every evaluation.  ``threads``: each step's batch runs as that many shards side by side
-    (``"auto"``: as many as BLAS uses; see ``minigpt.threads``).  Returns the model and the evaluation history.
+    (``"auto"``: as many as BLAS uses, at most the usable cores; see ``minigpt.threads``).  None: "auto" for a
+    new run, the checkpoint's own count on resume (so the resumed run is bitwise exact); an explicit other
+    count on resume works with a ``UserWarning`` that exactness is lost.  Returns the model and the
+    evaluation history.
 
     Raises ``ValueError``/``TypeError`` for bad arguments (including priors that overflow the model's
     dtype within the sequence length), ``TrainingError`` (``NonFiniteError`` for NaN/inf) when training
@@ -232,7 +271,7 @@ def train(
     after Ctrl-C/SIGTERM (with a checkpoint saved)."""
     callbacks = list(callbacks or ())
     _check_args(model_cfg, train_cfg, task, resume, force, callbacks)
-    n_threads = resolve_threads(threads)
+    n_threads = None if threads is None else resolve_threads(threads)  # None: decided below (resume: the record's)
     tc = train_cfg
     model = Transformer(model_cfg, seed=tc.seed)
     opt = AdamW(model.params, lr=tc.lr, betas=(tc.beta1, tc.beta2), weight_decay=tc.weight_decay)
@@ -245,128 +284,150 @@ def train(
     start, history = 0, []
     spec = {"model": model_cfg.to_dict(), "train": tc.to_dict(), "data": task.spec()}  # what the run is
 
-    ckpt_path = metrics_path = None
+    lock = None
     if out_dir is not None:
-        out_dir = prepare_run_dir(out_dir, resume, force)
-        ckpt_path = os.path.join(out_dir, CHECKPOINT)
-        metrics_path = os.path.join(out_dir, METRICS)
-        if resume:
-            start, history = _restore(ckpt_path, model, opt, rng, spec)
-            _write_lines(metrics_path, history)  # exactly the records up to the checkpoint
-        else:
-            for f in RUN_FILES:  # --force: no stale checkpoint may survive the new config
-                p = os.path.join(out_dir, f)
-                if os.path.exists(p):
-                    os.unlink(p)
-            _write_json(os.path.join(out_dir, CONFIG), spec)
-            _write_lines(metrics_path, [])
-    saved_step = start if (resume and ckpt_path) else None
-
-    with np.errstate(all="ignore"):
-        baseline_mse = evaluate(model, held_out, task, with_baselines=True)
-    baseline_mse.pop("model")
-
-    def save(step):
-        nonlocal saved_step
-        if ckpt_path is None:
-            return
-        bad = first_nonfinite(model.params) or first_nonfinite(opt.m, "opt.m/") or first_nonfinite(opt.v, "opt.v/")
-        if bad:  # e.g. a callback wrote into the parameters; never replace a good checkpoint with this
-            raise fault(step, "parameter or optimizer state before saving:", bad)
-        meta = {**spec, "step": step, "opt_t": opt.t, "rng": rng.bit_generator.state, "history": history}
-        save_checkpoint(ckpt_path, model.params, meta, opt.state_arrays())
-        saved_step = step
-
-    def log(record):
-        history.append(record)
-        if metrics_path is not None:
-            with open(metrics_path, "a") as f:
-                f.write(json.dumps(record) + "\n")
-
-    def fault(step, what, tensor):
-        kept = (
-            f"the last good checkpoint (step {saved_step}) in {ckpt_path} is kept"
-            if saved_step is not None
-            else "no checkpoint was written" if ckpt_path is not None else "nothing was saved"
-        )
-        return NonFiniteError(f"non-finite {what} {tensor} at step {step}; training stopped and {kept}. {HINT}", step, tensor, saved_step)
-
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        # disable=None: no bar when stderr is not a terminal (logs, pipes, tests)
-        bar = tqdm(total=tc.steps, initial=start, desc="train", dynamic_ncols=True, leave=False, disable=None)
-    flag = _SignalFlag()
+        out_dir, lock = prepare_run_dir(out_dir, resume, force)  # locked until this function returns
     try:
-        with flag, np.errstate(all="ignore"):  # non-finite values are detected below, not warned about
-            for step in range(start, tc.steps):
-                n = step + 1  # the step being computed (1-based)
-                batch = task.sample(tc.batch_size, rng)
-                x = batch.inputs.astype(model_cfg.dtype)
-                y = batch.targets.astype(model_cfg.dtype)
-                if not (np.isfinite(x).all() and np.isfinite(y).all()):
-                    raise fault(n, "training data", f"(a sequence overflows {model_cfg.dtype})")
-                loss, grads = model.loss_and_grad(x, y, threads=n_threads)
-                if not math.isfinite(loss):
-                    raise fault(n, "value of", "the loss")
-                bad = first_nonfinite(grads)
-                if bad:
-                    raise fault(n, "gradient of", bad)
-                gnorm = clip_grad_norm(grads, tc.grad_clip)
-                if not math.isfinite(gnorm):
-                    raise fault(n, "value of", "the global gradient norm")
-                lr = lr_at(step, tc.lr, tc.warmup_steps, tc.steps, tc.min_lr_ratio)
-                opt.step(grads, lr=lr)
-                bad = first_nonfinite(model.params) or first_nonfinite(opt.m, "opt.m/") or first_nonfinite(opt.v, "opt.v/")
-                if bad:
-                    raise fault(n, "parameter or optimizer state after the update:", bad)
-                done = n
-                if bar is not None:
-                    bar.update(1)
-                    if done % 10 == 0:
-                        bar.set_postfix(loss=f"{loss:.3e}")
-                if done % tc.eval_every == 0 or done == tc.steps:
-                    mse = evaluate(model, held_out)["model"]
-                    rec = {"step": done, "lr": lr, "train_loss": loss, "grad_norm": gnorm, "eval_mse": float(np.mean(mse)), "eval_mse_by_pos": mse}
-                    if done == tc.steps:
-                        rec["baselines_by_pos"] = baseline_mse
-                    log(rec)
-                    for cb in callbacks:
-                        cb(done, model, rec)
-                if done % tc.checkpoint_every == 0 or done == tc.steps:
-                    save(done)
-                if flag.signum is not None:
-                    if saved_step != done:
+        ckpt_path = metrics_path = None
+        if out_dir is not None:
+            ckpt_path = os.path.join(out_dir, CHECKPOINT)
+            metrics_path = os.path.join(out_dir, METRICS)
+            if resume:
+                start, history, stored = _restore(ckpt_path, model, opt, rng, spec)
+                n_threads = _resume_threads(n_threads, stored)
+                write_json(os.path.join(out_dir, CONFIG), spec)  # the checkpoint's own spec (verified equal)
+                _write_lines(metrics_path, history)  # exactly the records up to the checkpoint
+            else:
+                for f in RUN_FILES:  # --force: no stale checkpoint may survive the new config
+                    p = os.path.join(out_dir, f)
+                    if os.path.exists(p):
+                        os.unlink(p)
+                write_json(os.path.join(out_dir, CONFIG), spec)
+                _write_lines(metrics_path, [])
+        if n_threads is None:
+            n_threads = resolve_threads("auto")
+        saved_step = start if (resume and ckpt_path) else None
+
+        with np.errstate(all="ignore"):
+            baseline_mse = evaluate(model, held_out, task, with_baselines=True)
+        baseline_mse.pop("model")
+
+        def save(step):
+            nonlocal saved_step
+            if ckpt_path is None:
+                return
+            bad = first_nonfinite(model.params) or first_nonfinite(opt.m, "opt.m/") or first_nonfinite(opt.v, "opt.v/")
+            if bad:  # e.g. a callback wrote into the parameters; never replace a good checkpoint with this
+                raise fault(step, "parameter or optimizer state before saving:", bad)
+            meta = {**spec, "step": step, "opt_t": opt.t, "rng": rng.bit_generator.state, "history": history, "shards": n_threads}
+            save_checkpoint(ckpt_path, model.params, meta, opt.state_arrays())
+            saved_step = step
+
+        def log(record):
+            history.append(record)
+            if metrics_path is not None:
+                try:
+                    with open(metrics_path, "a") as f:
+                        f.write(json.dumps(record) + "\n")
+                except OSError as e:  # e.g. a full disk: name the file (the checkpoint stays; resume rebuilds the log)
+                    raise with_filename(e, metrics_path) from None
+
+        def fault(step, what, tensor):
+            kept = (
+                f"the last good checkpoint (step {saved_step}) in {ckpt_path} is kept"
+                if saved_step is not None
+                else "no checkpoint was written" if ckpt_path is not None else "nothing was saved"
+            )
+            return NonFiniteError(f"non-finite {what} {tensor} at step {step}; training stopped and {kept}. {HINT}", step, tensor, saved_step)
+
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            # disable=None: no bar when stderr is not a terminal (logs, pipes, tests)
+            bar = tqdm(total=tc.steps, initial=start, desc="train", dynamic_ncols=True, leave=False, disable=None)
+        flag = _SignalFlag()
+        try:
+            with flag, np.errstate(all="ignore"):  # non-finite values are detected below, not warned about
+                for step in range(start, tc.steps):
+                    n = step + 1  # the step being computed (1-based)
+                    batch = task.sample(tc.batch_size, rng)
+                    x = batch.inputs.astype(model_cfg.dtype)
+                    y = batch.targets.astype(model_cfg.dtype)
+                    if not (np.isfinite(x).all() and np.isfinite(y).all()):
+                        raise fault(n, "training data", f"(a sequence overflows {model_cfg.dtype})")
+                    loss, grads = model.loss_and_grad(x, y, threads=n_threads)
+                    if not math.isfinite(loss):
+                        raise fault(n, "value of", "the loss")
+                    bad = first_nonfinite(grads)
+                    if bad:
+                        raise fault(n, "gradient of", bad)
+                    gnorm = clip_grad_norm(grads, tc.grad_clip)
+                    if not math.isfinite(gnorm):
+                        raise fault(n, "value of", "the global gradient norm")
+                    lr = lr_at(step, tc.lr, tc.warmup_steps, tc.steps, tc.min_lr_ratio)
+                    opt.step(grads, lr=lr)
+                    bad = first_nonfinite(model.params) or first_nonfinite(opt.m, "opt.m/") or first_nonfinite(opt.v, "opt.v/")
+                    if bad:
+                        raise fault(n, "parameter or optimizer state after the update:", bad)
+                    done = n
+                    if bar is not None:
+                        bar.update(1)
+                        if done % 10 == 0:
+                            bar.set_postfix(loss=f"{loss:.3e}")
+                    if done % tc.eval_every == 0 or done == tc.steps:
+                        mse = evaluate(model, held_out)["model"]
+                        rec = {"step": done, "lr": lr, "train_loss": loss, "grad_norm": gnorm, "eval_mse": float(np.mean(mse)), "eval_mse_by_pos": mse}
+                        if done == tc.steps:
+                            rec["baselines_by_pos"] = baseline_mse
+                        log(rec)
+                        for cb in callbacks:
+                            cb(done, model, rec)
+                    if done % tc.checkpoint_every == 0 or done == tc.steps:
                         save(done)
-                    raise TrainingInterrupted(done, ckpt_path, flag.signum)
-    except KeyboardInterrupt:
-        # A second Ctrl-C (or one outside the main thread's handler): the state may be mid-step, so it
-        # is not saved; the last checkpoint stays and resuming from it is exact.
-        raise TrainingInterrupted(saved_step or 0, ckpt_path, signal.SIGINT, saved=False) from None
+                    if flag.signum is not None:
+                        if saved_step != done:
+                            save(done)
+                        raise TrainingInterrupted(done, ckpt_path, flag.signum)
+        except KeyboardInterrupt:
+            # A second Ctrl-C (or one outside the main thread's handler): the state may be mid-step, so it
+            # is not saved; the last checkpoint stays and resuming from it is exact.
+            raise TrainingInterrupted(saved_step or 0, ckpt_path, signal.SIGINT, saved=False) from None
+        finally:
+            if bar is not None:
+                bar.close()
+        return TrainResult(model, history, out_dir)
     finally:
-        if bar is not None:
-            bar.close()
-    return TrainResult(model, history, out_dir)
+        if lock is not None:
+            lock.release()
 
 
-def _write_json(path, obj):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def write_json(path, obj):
+    """Replace ``path`` with ``obj`` as indented JSON, atomically (a per-process temporary name)."""
+    write_text_atomic(path, json.dumps(obj, indent=2))
+
+
+_write_json = write_json  # old private name
 
 
 def _write_lines(path, records):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        for r in records:
-            f.write(json.dumps(r) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in records))
+
+
+def _resume_threads(requested, stored):
+    """The shard count a resumed run uses: the record's (``stored``) unless another was asked for."""
+    if stored is None:  # a checkpoint from before the count was recorded
+        return requested
+    if requested is None:
+        cap = usable_cores()
+        if stored > cap:
+            raise TrainingError(f"--resume: the run computed each step as {stored} shards, but this machine has {cap} usable core(s); "
+                                f"pass --threads {cap} to resume anyway (the result then differs from an uninterrupted run in the last bits)")
+        return stored
+    if requested != stored:
+        warnings.warn(f"resuming with {requested} shard(s) per step while the run used {stored}: the result is no longer "
+                      "bitwise identical to an uninterrupted run", UserWarning, stacklevel=3)
+    return requested
 
 
 def _norm(obj):
@@ -374,7 +435,8 @@ def _norm(obj):
 
 
 def _restore(path, model, opt, rng, spec):
-    """Load the checkpoint at ``path`` into model, optimizer and RNG; returns (step, history)."""
+    """Load the checkpoint at ``path`` into model, optimizer and RNG; returns (step, history, shard count
+    or None)."""
     arrays, meta = load_checkpoint(path)  # verified: checksum, keys, shapes, dtypes, finiteness, configs
     if "step" not in meta:
         raise CheckpointError(f"{path}: a bare model file, not a training checkpoint; it cannot be resumed")
@@ -390,7 +452,7 @@ def _restore(path, model, opt, rng, spec):
         model.params[k][...] = arrays["params/" + k]
     opt.load_state_arrays(arrays, meta["opt_t"])
     rng.bit_generator.state = meta["rng"]
-    return int(meta["step"]), list(meta.get("history", []))
+    return int(meta["step"]), list(meta.get("history", [])), meta.get("shards")
 
 
 def load_run_spec(out_dir) -> dict:

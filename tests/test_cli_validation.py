@@ -149,7 +149,7 @@ def test_eval_checks_data_against_the_model(tmp_path, capsys):
     status, err = run(capsys, ["eval", str(tmp_path / "m.npz"), "--preset", "nope"])
     assert status == 1 and "unknown preset" in err
     status, err = run(capsys, ["eval", str(tmp_path / "m.npz"), "--n", "4", "--json", str(tmp_path)])
-    assert status == 1
+    assert status == 2 and "is a folder" in err  # refused before evaluating, like every bad option
 
 
 # ---------------------------------------------------------------- API
