@@ -188,7 +188,7 @@ def main(argv=None):
         seen.setdefault(bug.get("id"), bug["module"])
     if args.list:
         for i, bug in enumerate(bugs):
-            print(f"{bug.get("id", "?"):44} {bug.get("file", "?"):26} {' '.join(bug.get('tests', []))}"
+            print(f"{bug.get('id', '?'):44} {bug.get('file', '?'):26} {' '.join(bug.get('tests', []))}"
                   + (f"   [{bad[i]}]" if i in bad else ""))
         return 1 if bad else 0
     good = [b for i, b in enumerate(bugs) if i not in bad]
