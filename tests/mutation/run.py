@@ -26,10 +26,13 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 KEYS = ("id", "file", "find", "replace", "tests", "why")
+LIVE: set = set()  # running pytest processes, killed if the runner is interrupted
+STOP = threading.Event()  # set when interrupted: no new pytest run starts
 
 
 def repo_root():
@@ -100,19 +103,27 @@ def copy_tree(root, files, mutation=None):
 
 def run_pytest(copy, tests, timeout):
     """(status, first failing test or note, seconds) of ``pytest -x`` on ``tests`` inside ``copy``."""
-    env = dict(os.environ, PYTHONPATH=copy, PYTHONDONTWRITEBYTECODE="1")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([copy, HERE]),  # HERE: mutation_plugin
+               PYTHONDONTWRITEBYTECODE="1", HYPOTHESIS_PROFILE="mutation")  # tests/conftest.py loads that profile
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         env.setdefault(var, "1")
-    cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-rfE", "-p", "no:cacheprovider", *tests]
+    cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-rfE", "-p", "no:cacheprovider", "-p", "mutation_plugin", *tests]
+    if STOP.is_set():
+        return "error", "interrupted", 0.0
     start = time.monotonic()
     proc = subprocess.Popen(cmd, cwd=copy, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+                            start_new_session=True)  # its own process group: a timeout kills all it started
+    LIVE.add(proc)
+    if STOP.is_set():
+        kill(proc)
     try:
         out, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # pytest and anything it started
+        kill(proc)
         proc.communicate()
         return "error", f"timeout after {timeout:.0f} s", time.monotonic() - start
+    finally:
+        LIVE.discard(proc)
     seconds = time.monotonic() - start
     failed = [line.split(" - ")[0].split(" ", 1)[1] for line in out.splitlines() if line.startswith(("FAILED ", "ERROR "))]
     if proc.returncode == 0:
@@ -121,6 +132,21 @@ def run_pytest(copy, tests, timeout):
         return "failed", failed[0], seconds
     tail = out.strip().splitlines()[-1] if out.strip() else ""
     return "error", f"pytest exit {proc.returncode}: {tail}", seconds
+
+
+def kill(proc):
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def interrupted(signum, frame):
+    """Ctrl-C or SIGTERM: stop the pytest runs (they are in their own sessions), then exit; copies are removed."""
+    STOP.set()
+    for proc in list(LIVE):
+        kill(proc)
+    sys.exit(128 + signum)
 
 
 def baseline(root, files, test_sets, jobs):
@@ -170,6 +196,8 @@ def main(argv=None):
     ap.add_argument("--timeout", type=float, help="seconds per mutant (default: 10x its baseline, at least 60)")
     ap.add_argument("--keep", action="store_true", help="keep each mutant's copy (paths in the JSON) for inspection")
     args = ap.parse_args(argv)
+    signal.signal(signal.SIGINT, interrupted)
+    signal.signal(signal.SIGTERM, interrupted)
     if args.jobs < 1:
         ap.error("--jobs must be >= 1")
     root = repo_root()
