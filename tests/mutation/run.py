@@ -149,24 +149,20 @@ def interrupted(signum, frame):
     sys.exit(128 + signum)
 
 
-def baseline(root, files, test_sets, jobs):
-    """Run each distinct test set unmutated; return ({tests: seconds}, [failure messages])."""
-    copy = copy_tree(root, files)
-    try:
-        check = subprocess.run([sys.executable, "-c", "import minigpt, theory; print(minigpt.__file__, theory.__file__)"],
-                               cwd=copy, env=dict(os.environ, PYTHONPATH=copy), capture_output=True, text=True)
-        if not all(p.startswith(copy) for p in check.stdout.split()) or check.returncode:
-            return {}, [f"the copy's packages are not the ones imported: {check.stdout.strip()} {check.stderr.strip()}"]
-        with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
-            results = dict(zip(test_sets, pool.map(lambda t: run_pytest(copy, list(t), None), test_sets)))
-    finally:
-        shutil.rmtree(copy, ignore_errors=True)
+def baseline(snapshot, test_sets, jobs):
+    """Run each distinct test set unmutated in ``snapshot``; return ({tests: seconds}, [failure messages])."""
+    check = subprocess.run([sys.executable, "-c", "import minigpt, theory; print(minigpt.__file__, theory.__file__)"],
+                           cwd=snapshot, env=dict(os.environ, PYTHONPATH=snapshot), capture_output=True, text=True)
+    if check.returncode or not all(p.startswith(snapshot) for p in check.stdout.split()):
+        return {}, [f"the copy's packages are not the ones imported: {check.stdout.strip()} {check.stderr.strip()}"]
+    with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
+        results = dict(zip(test_sets, pool.map(lambda t: run_pytest(snapshot, list(t), None), test_sets)))
     fails = [f"{' '.join(t)}: {status} {note}" for t, (status, note, _) in results.items() if status != "passed"]
     return {t: s for t, (_, _, s) in results.items()}, fails
 
 
-def run_bug(root, files, bug, timeout, keep):
-    copy = copy_tree(root, files, (bug["file"], bug["find"], bug["replace"]))
+def run_bug(snapshot, files, bug, timeout, keep):
+    copy = copy_tree(snapshot, files, (bug["file"], bug["find"], bug["replace"]))
     try:
         status, note, seconds = run_pytest(copy, list(bug["tests"]), timeout)
     finally:
@@ -187,52 +183,35 @@ def print_table(rows):
     print(f"\n{len(rows)} bugs: {counts['caught']} caught, {counts['survived']} survived, {counts['error']} error")
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--only", metavar="ID_PREFIX", help="run only the bugs whose id starts with this")
-    ap.add_argument("--list", action="store_true", help="list the bugs and exit")
-    ap.add_argument("--jobs", type=int, default=1, help="mutants run side by side (default 1)")
-    ap.add_argument("--json", metavar="PATH", help="also write the results to this JSON file")
-    ap.add_argument("--timeout", type=float, help="seconds per mutant (default: 10x its baseline, at least 60)")
-    ap.add_argument("--keep", action="store_true", help="keep each mutant's copy (paths in the JSON) for inspection")
-    args = ap.parse_args(argv)
-    signal.signal(signal.SIGINT, interrupted)
-    signal.signal(signal.SIGTERM, interrupted)
-    if args.jobs < 1:
-        ap.error("--jobs must be >= 1")
-    root = repo_root()
-    files = tracked_files(root)
-    tracked = set(files)
-    bugs = [b for b in load_bugs() if not args.only or str(b.get("id", "")).startswith(args.only)]
-    if not bugs:
-        print(f"no bugs match --only {args.only!r}" if args.only else "no bugs found in tests/mutation/bugs*.py", file=sys.stderr)
-        return 2
+def check_bugs(bugs, src, files):
+    """{index: "malformed ...: reasons"} for the bugs that cannot be applied to the tree ``src``."""
     seen, bad = {}, {}
     for i, bug in enumerate(bugs):
-        msgs = problems(bug, root, tracked, seen)
+        msgs = problems(bug, src, set(files), seen)
         if msgs:
             bad[i] = f"malformed ({bug['module']}): " + "; ".join(msgs)
             print(f"malformed bug {bug.get('id', '?')!r} in {bug['module']}.py: {'; '.join(msgs)}", file=sys.stderr)
         seen.setdefault(bug.get("id"), bug["module"])
-    if args.list:
-        for i, bug in enumerate(bugs):
-            print(f"{bug.get('id', '?'):44} {bug.get('file', '?'):26} {' '.join(bug.get('tests', []))}"
-                  + (f"   [{bad[i]}]" if i in bad else ""))
-        return 1 if bad else 0
+    return bad
+
+
+def run_all(args, bugs, snapshot, files):
+    """Baseline, then every well-formed bug; the table's rows (None if the baseline fails)."""
+    bad = check_bugs(bugs, snapshot, files)
     good = [b for i, b in enumerate(bugs) if i not in bad]
     test_sets = sorted({tuple(b["tests"]) for b in good})
     print(f"baseline: {len(test_sets)} test set(s) unmutated ...", flush=True)
-    times, fails = baseline(root, files, test_sets, args.jobs)
+    times, fails = baseline(snapshot, test_sets, args.jobs)
     if fails:
         print("the unmutated tests fail, so a mutant's failure would mean nothing; fix these first:", file=sys.stderr)
         for f in fails:
             print("  " + f, file=sys.stderr)
-        return 2
+        return None
     print(f"running {len(good)} mutant(s) with {args.jobs} job(s) ...", flush=True)
 
     def one(bug):
         timeout = args.timeout or max(60.0, 10 * times[tuple(bug["tests"])])
-        row = run_bug(root, files, bug, timeout, args.keep)
+        row = run_bug(snapshot, files, bug, timeout, args.keep)
         print(f"  {row['result']:8} {row['id']} ({row['seconds']:.1f} s)", flush=True)
         return row
 
@@ -245,6 +224,41 @@ def main(argv=None):
                              seconds=0.0, copy=None))
         else:
             rows.append(dict(done[id(bug)], why=bug["why"], tests=list(bug["tests"])))
+    return rows
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--only", metavar="ID_PREFIX", action="append", help="run only the bugs whose id starts with this (repeatable)")
+    ap.add_argument("--list", action="store_true", help="list the bugs and exit")
+    ap.add_argument("--jobs", type=int, default=1, help="mutants run side by side (default 1)")
+    ap.add_argument("--json", metavar="PATH", help="also write the results to this JSON file")
+    ap.add_argument("--timeout", type=float, help="seconds per mutant (default: 10x its baseline, at least 60)")
+    ap.add_argument("--keep", action="store_true", help="keep each mutant's copy (paths in the JSON) for inspection")
+    args = ap.parse_args(argv)
+    signal.signal(signal.SIGINT, interrupted)
+    signal.signal(signal.SIGTERM, interrupted)
+    if args.jobs < 1:
+        ap.error("--jobs must be >= 1")
+    root = repo_root()
+    files = tracked_files(root)
+    bugs = [b for b in load_bugs() if not args.only or str(b.get("id", "")).startswith(tuple(args.only))]
+    if not bugs:
+        print(f"no bugs match --only {' '.join(args.only)}" if args.only else "no bugs found in tests/mutation/bugs*.py", file=sys.stderr)
+        return 2
+    if args.list:
+        bad = check_bugs(bugs, root, files)
+        for i, bug in enumerate(bugs):
+            print(f"{bug.get('id', '?'):44} {bug.get('file', '?'):26} {' '.join(bug.get('tests', []))}"
+                  + (f"   [{bad[i]}]" if i in bad else ""))
+        return 1 if bad else 0
+    snapshot = copy_tree(root, files)  # the tree as it is now: later edits do not leak into the run
+    try:
+        rows = run_all(args, bugs, snapshot, files)
+    finally:
+        shutil.rmtree(snapshot, ignore_errors=True)
+    if rows is None:
+        return 2
     print()
     print_table(rows)
     if args.json:
