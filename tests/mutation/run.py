@@ -1,15 +1,15 @@
 """Mutation check: plant each known bug in a copy of the repository and see whether its tests notice.
 
-    python tests/mutation/run.py                 # every bug of every tests/mutation/bugs*.py
-    python tests/mutation/run.py --only ops.     # bugs whose id starts with "ops."
-    python tests/mutation/run.py --list          # list the bugs (and any malformed one), run nothing
+    python tests/mutation/run.py                    # every bug of every tests/mutation/bugs*.py
+    python tests/mutation/run.py --only core.ops.   # bugs whose id starts with "core.ops." (repeatable)
+    python tests/mutation/run.py --list             # list the bugs (and any malformed one), run nothing
     python tests/mutation/run.py --jobs 2 --json out.json
 
 A bug is ``dict(id, file, find, replace, tests, why)``: ``find`` must occur exactly once in ``file``.
-For each bug the runner copies the tracked files (``git ls-files``) to a temporary directory, replaces
-``find`` by ``replace`` there and runs ``python -m pytest -x -q <tests>`` in the copy with PYTHONPATH
-set to it. caught: the tests failed; survived: they passed (the tests miss the bug); error: timeout,
-malformed bug, or pytest could not run. The user's working tree is only read, never written.
+The runner snapshots the tracked files (``git ls-files``, as they are in the working tree) to a temporary
+directory; for each bug it copies the snapshot, replaces ``find`` by ``replace`` there and runs
+``python -m pytest -x -q <tests>`` in the copy with PYTHONPATH set to it. caught: the tests failed;
+survived: they passed (the tests miss the bug); error: timeout, malformed bug, or pytest could not run. The user's working tree is only read, never written.
 Before any mutant, each distinct test set runs once unmutated: a failing baseline stops the run.
 Exit status: 0 every bug caught, 1 some bug survived or errored, 2 a bad baseline or command line.
 """
@@ -36,7 +36,10 @@ STOP = threading.Event()  # set when interrupted: no new pytest run starts
 
 
 def repo_root():
-    out = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=HERE, capture_output=True, text=True, check=True)
+    out = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=HERE, capture_output=True, text=True)
+    if out.returncode:
+        print(f"tests/mutation/run.py needs a git checkout (it copies the tracked files): {out.stderr.strip()}", file=sys.stderr)
+        sys.exit(2)
     return out.stdout.strip()
 
 
@@ -189,8 +192,7 @@ def check_bugs(bugs, src, files):
     for i, bug in enumerate(bugs):
         msgs = problems(bug, src, set(files), seen)
         if msgs:
-            bad[i] = f"malformed ({bug['module']}): " + "; ".join(msgs)
-            print(f"malformed bug {bug.get('id', '?')!r} in {bug['module']}.py: {'; '.join(msgs)}", file=sys.stderr)
+            bad[i] = f"malformed ({bug['module']}.py): " + "; ".join(msgs)
         seen.setdefault(bug.get("id"), bug["module"])
     return bad
 
@@ -198,6 +200,8 @@ def check_bugs(bugs, src, files):
 def run_all(args, bugs, snapshot, files):
     """Baseline, then every well-formed bug; the table's rows (None if the baseline fails)."""
     bad = check_bugs(bugs, snapshot, files)
+    for i, msg in bad.items():
+        print(f"{bugs[i].get('id', '?')}: {msg}", file=sys.stderr)
     good = [b for i, b in enumerate(bugs) if i not in bad]
     test_sets = sorted({tuple(b["tests"]) for b in good})
     print(f"baseline: {len(test_sets)} test set(s) unmutated ...", flush=True)
@@ -240,6 +244,8 @@ def main(argv=None):
     signal.signal(signal.SIGTERM, interrupted)
     if args.jobs < 1:
         ap.error("--jobs must be >= 1")
+    if args.json and not os.access(os.path.dirname(os.path.abspath(args.json)), os.W_OK):
+        ap.error(f"--json {args.json}: its folder does not exist or is not writable")
     root = repo_root()
     files = tracked_files(root)
     bugs = [b for b in load_bugs() if not args.only or str(b.get("id", "")).startswith(tuple(args.only))]
@@ -262,8 +268,12 @@ def main(argv=None):
     print()
     print_table(rows)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=1)
+        try:
+            with open(args.json, "w") as f:
+                json.dump(rows, f, indent=1)
+        except OSError as e:
+            print(f"cannot write --json {args.json}: {e.strerror}", file=sys.stderr)
+            return 2
     return 0 if all(r["result"] == "caught" for r in rows) else 1
 
 
