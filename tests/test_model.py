@@ -53,7 +53,7 @@ def test_multi_dimensional_input_and_output_gradients():
     assert all(r.ok for r in report), [(r.name, r.max_rel_diff) for r in report if not r.ok]
 
 
-@pytest.mark.parametrize("kw", CONFIGS + [dict(d_in=3, d_out=2, n_ctx=7, d_head=3)], ids=str)
+@pytest.mark.parametrize("kw", CONFIGS + [dict(d_in=3, d_out=2, n_ctx=7, d_head=3)], ids=lambda kw: "-".join(str(v) for v in kw.values()))
 def test_config_counts_the_models_parameters(kw):
     """ModelConfig.num_params (the size limit, checked before any allocation) is the model's real count."""
     cfg = small(**kw)
