@@ -57,7 +57,7 @@ def test_gelu_backward_matches_sympy_on_a_grid(kind):
     |x| near 6 where GELU' saturates), which a wrong cubic coefficient hardly changes."""
     x = np.linspace(-6, 6, 241)
     dout = np.random.default_rng(0).normal(size=x.shape)
-    fwd, bwd = {"gelu_new": (ops.gelu_new_forward, ops.gelu_new_backward), "gelu": (ops.gelu_forward, ops.gelu_backward)}[kind]
+    fwd, bwd = ops.ACTIVATIONS[kind]
     _, cache = fwd(x.copy())
     _close(bwd(dout, cache), TBP.gelu_vjp(x, dout, kind))
 
