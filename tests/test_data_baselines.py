@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from minigpt import baselines
-from minigpt.data import AffineRecurrence
+from minigpt.data import AffineRecurrence, check_prior, prior_moments, sample_prior
 
 
 def test_sequences_follow_the_recurrence_and_are_seeded():
@@ -17,6 +17,24 @@ def test_sequences_follow_the_recurrence_and_are_seeded():
     np.testing.assert_array_equal(b1.x[:, 0], b1.x0)
     assert b1.inputs.shape == b1.targets.shape == (64, 11)
     assert np.all(np.abs(b1.a) <= 1) and np.all(np.abs(b1.b) <= 1)
+
+
+def test_inputs_and_targets_are_the_terms_shifted_by_one():
+    batch = AffineRecurrence(length=7).sample(16, np.random.default_rng(5))
+    np.testing.assert_array_equal(batch.inputs, batch.x[:, :6])
+    # position t predicts term t + 1 = a x_t + b
+    np.testing.assert_allclose(batch.targets, baselines.oracle(batch.inputs, batch.a, batch.b), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "prior, mean, var",
+    [(("uniform", 0.2, 1.0), 0.6, 0.8**2 / 12), (("uniform", -3, -1), -2.0, 4 / 12), (("normal", 1.5, 0.5), 1.5, 0.25)],
+)
+def test_prior_moments_match_the_formulas_and_samples(prior, mean, var):
+    prior = check_prior("p", prior)
+    assert prior_moments(prior) == pytest.approx((mean, var), rel=1e-12)
+    s = sample_prior(prior, 100_000, np.random.default_rng(0))
+    assert abs(s.mean() - mean) < 0.01 and abs(s.var() - var) < 0.01
 
 
 def test_normal_priors_and_noise():
@@ -79,6 +97,8 @@ def test_baseline_definitions():
     np.testing.assert_allclose(baselines.least_squares(x), [[1.0, 3.0, 15.0, 31.0]])
     task = AffineRecurrence(a=("uniform", 0, 1), b=("normal", 2, 1))
     np.testing.assert_allclose(baselines.prior_mean(x, task), 0.5 * x + 2)
+    task = AffineRecurrence(a=("uniform", 0.2, 1), b=("uniform", -1, 3))  # lo != 0: mean = (lo + hi) / 2
+    np.testing.assert_allclose(baselines.prior_mean(x, task), 0.6 * x + 1)
 
 
 def test_three_term_fallback_where_denominator_vanishes():

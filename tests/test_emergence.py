@@ -63,6 +63,9 @@ def test_onset_and_jump():
     assert emergence.largest_jump(gradual, "copy_l0") == pytest.approx(0.1)
     assert emergence.onset(_recs([True, False], [0, 1]), "copy_l0") is None
     assert emergence.largest_jump(_recs([True] * 3, [1, 1, 1]), "copy_l0") is None  # flat
+    # a negative-similarity strength falls as the mechanism forms: a drop is a jump too
+    falling = _recs([False, False, True, True], [0.0, -0.1, -0.9, -1.0])
+    assert emergence.largest_jump(falling, "ns_ov_last") == pytest.approx(0.8)
     s = emergence.summary(recs)
     assert s["copy_l0"] == {"final": True, "onset": 30, "jump": pytest.approx(0.7)} and s["ns_any_last"]["jump"] is None
 

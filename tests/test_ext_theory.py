@@ -59,6 +59,17 @@ def test_next_from_terms_is_exact_on_random_recurrences(k, seed):
     np.testing.assert_allclose(np.linalg.det(Z), (-1) ** k * np.linalg.det(K), atol=1e-9)
 
 
+def test_identifiability_of_a_jordan_block_depends_on_the_direction():
+    """A non-normal A: the Krylov matrix of A and of A^T differ. With one eigenvector e1, d0 = e2 is
+    cyclic ([e2, A e2] has rank 2) and d0 = e1 is not; the design matrix of the terms agrees."""
+    A = np.array([[0.5, 1.0], [0.0, 0.5]])
+    for d0, want in (([0.0, 1.0], True), ([1.0, 0.0], False)):
+        assert V.identifiable(A, d0) == want
+        x = _sequence(A, np.array(d0), np.zeros(2), 3)  # x0 = 0, b = d0, so x1 - x0 = d0
+        Z = np.concatenate([x, np.ones((3, 1))], axis=1)  # rows (x_i, 1), i = 0 .. 2
+        assert (abs(np.linalg.det(Z)) > 1e-9) == want
+
+
 @settings(max_examples=20, deadline=None)
 @given(st.integers(2, 4), seeds, st.floats(-0.9, 0.9))
 def test_scalar_matrix_is_never_identifiable_yet_prediction_stays_exact(k, seed, c):
@@ -120,6 +131,15 @@ def test_degree_lowering_and_rule_errors():
     c = P.coeff_symbols(2)
     assert sp.simplify(P.error_of_order(2, 2) - 2 * c[2] / P.s**2) == 0  # linear extrapolation: 2 c_2 / s^2
     assert all(P.error_of_order(m, m + 1) == 0 for m in range(4))
+
+
+def test_polynomial_sequence_is_the_definition():
+    c = np.array([[1.0, 2.0, 3.0], [0.5, -1.0, 0.25]])  # c_0, c_1, c_2 of two sequences
+    u = np.arange(5) / 2.0
+    np.testing.assert_allclose(P.sequence(c, 5, 2.0), c[:, :1] + c[:, 1:2] * u + c[:, 2:] * u**2, rtol=1e-15)
+    sym = P.term(2).subs(P.s, 2)  # the sympy definition, term by term
+    subs = {ci: v for ci, v in zip(P.coeff_symbols(2), c[1])}
+    np.testing.assert_allclose(P.sequence(c[1], 5, 2.0), [float(sym.subs(subs).subs(P.n, k)) for k in range(5)], rtol=1e-15)
 
 
 @settings(max_examples=40, deadline=None)

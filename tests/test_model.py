@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 import minigpt
 from minigpt.gradcheck import gradcheck_config, nontrivial_model
+from minigpt.model import param_shapes
 
 CONFIGS = [
     dict(attn_only=a, normalization_type=n, act_fn=f)
@@ -50,6 +51,14 @@ def test_gradcheck_detects_a_wrong_backward(monkeypatch):
 def test_multi_dimensional_input_and_output_gradients():
     report = gradcheck_config(small(d_in=3, d_out=2, n_layers=1), seed=1)
     assert all(r.ok for r in report), [(r.name, r.max_rel_diff) for r in report if not r.ok]
+
+
+@pytest.mark.parametrize("kw", CONFIGS + [dict(d_in=3, d_out=2, n_ctx=7, d_head=3)], ids=lambda kw: "-".join(str(v) for v in kw.values()))
+def test_config_counts_the_models_parameters(kw):
+    """ModelConfig.num_params (the size limit, checked before any allocation) is the model's real count."""
+    cfg = small(**kw)
+    model = minigpt.Transformer(cfg)
+    assert cfg.num_params() == model.num_params() == sum(int(np.prod(s)) for s in param_shapes(cfg).values())
 
 
 def test_param_names_and_shapes():

@@ -2,7 +2,7 @@
 backward must equal the central-difference gradient of the fake loss ``sum(op(inputs) * dout)``."""
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from minigpt import ops
@@ -86,18 +86,13 @@ def test_mlp_vjp(act, s, seed):
     rng = np.random.default_rng(seed)
     B, T, D, M = s["B"], s["T"], s["D"], s["E"] + 1
     x = rand(rng, B, T, D)
-    if act == "relu":  # keep pre-activations away from the kink, where finite differences are meaningless
-        W = [rand(rng, D, M), rand(rng, M), rand(rng, M, D), rand(rng, D)]
-        pre = x @ W[0] + W[1]
-        W[1] = W[1] + np.where(np.abs(pre) < 0.05, 0.1, 0.0).max(axis=(0, 1))
-    else:
-        W = [rand(rng, D, M), rand(rng, M), rand(rng, M, D), rand(rng, D)]
+    W = [rand(rng, D, M), rand(rng, M), rand(rng, M, D), rand(rng, D)]
+    if act == "relu":  # a kink within ~100 finite-difference steps makes the differences meaningless: draw again
+        assume(np.abs(x @ W[0] + W[1]).min() > 100 * H_FD)
     out, cache = ops.mlp_forward(x, *W, act_fn=act)
     dout = rand(rng, *out.shape)
     dx, g = ops.mlp_backward(dout, cache)
     f = lambda x, *W: ops.mlp_forward(x, *W, act_fn=act)[0]  # noqa: E731
-    if act == "relu" and np.abs(x @ W[0] + W[1]).min() < 10 * H_FD:
-        return  # a kink within the finite-difference step: skip this draw
     num = numeric_vjp(f, [x] + W, dout)
     assert_close(dx, num[0], "x")
     for name, n in zip(("W_in", "b_in", "W_out", "b_out"), num[1:]):
