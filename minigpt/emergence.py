@@ -30,6 +30,8 @@ import os
 
 import numpy as np
 
+from .checkpoint import write_text_atomic
+
 PROBE_SEED = 24680
 SCORE_KEYS = ("copy", "current", "previous", "sim_effect", "sim_r2", "ov_gain", "ov_r2", "corr_est0", "dc_rel")
 MECHANISMS = ("copy_l0", "ns_logit_last", "ns_ov_last", "ns_anti_last", "ns_any_last")
@@ -109,10 +111,7 @@ class EmergenceProbe:
 
 
 def save(path, records):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(records, f)
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(records))  # a per-process temporary name: two writers never share one
 
 
 def load(path):
