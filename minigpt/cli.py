@@ -105,7 +105,25 @@ def _threads_arg(value):
     return n
 
 
+MAX_SET_DEPTH = 32  # nesting levels of a --set value (a config needs 2)
 MAX_SET_CHARS = 4096  # one --set item; a longer one is a mistake (and would be echoed in errors)
+
+
+def _nesting(text):
+    """The deepest bracket nesting of a JSON-like text (brackets inside strings do not count)."""
+    depth = deepest = 0
+    in_str = escaped = False
+    for ch in text:
+        if in_str:
+            escaped, in_str = (False, in_str) if escaped else (ch == "\\", ch != '"')
+        elif ch == '"':
+            in_str = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
 
 
 def _set_args(items):
@@ -118,6 +136,8 @@ def _set_args(items):
         field = _cut(key.strip() or item, 60)
         if len(item) > MAX_SET_CHARS:
             raise UsageError(f"--set {field}: {len(item):,} characters, more than the limit of {MAX_SET_CHARS:,}: {_cut(value)}")
+        if _nesting(value) > MAX_SET_DEPTH:  # counted, not left to RecursionError: the recursion limit varies by caller
+            raise UsageError(f"--set {field}: the value is nested too deeply (more than {MAX_SET_DEPTH} levels): {_cut(value)}")
         try:
             parse_value(value)
         except RecursionError:

@@ -29,7 +29,7 @@ def test_story_is_the_default_and_writes_outside_the_report(tmp_path, monkeypatc
     (tmp_path / "report" / "REPORT.md").write_text("tracked\n")
     assert cli_main(["reproduce", "--preset", "tiny", "--steps", "20", "--threads", "1"]) == 0
     out = capsys.readouterr()
-    assert "Layer 0 copies: L0H" in out.out and "runs/reproduce/STORY.md" in out.out and "warning" not in out.err
+    assert "Claim 1 (layer 0 copies)" in out.out and "Claim 2" in out.out and "runs/reproduce/STORY.md" in out.out and "warning" not in out.err
     assert sorted(os.listdir(tmp_path)) == ["report", "runs"] and os.listdir("report") == ["REPORT.md"]
     figs = sorted(os.listdir("runs/reproduce/figures"))
     assert figs == ["circuit.png", "copy_head.png", "late_positions.png", "lens.png", "refine_head.png"]

@@ -1,7 +1,8 @@
 """The copy-then-refine story of one trained model, measured fast enough for ``minigpt reproduce``'s default run.
 
 ``measure(model, task)`` returns a JSON-able dict: the layer-0 head that copies (which term, its attention
-score, its resample-ablation effect), the last-layer heads that write against the estimate (with numbers), the
+score, its resample-ablation effect), the claims' verdicts under docs/interp.md's definitions v2 with every last-layer
+head's criteria (``interp.claims``), the
 estimate through the layers (a linear probe per stage) against x_t, the target and copying, path-patching effects
 for the circuit diagram (``path_patching``), measurements of the features a reader notices in the figures (the
 MSE rise at late positions, the fading previous-term diagonal), and the arrays the figures draw.
@@ -17,6 +18,7 @@ import numpy as np
 from .. import baselines
 from .ablation import head_ablation
 from .attribution import head_direct
+from .claims import claims
 from .head_scores import classify_heads, head_scores
 from .lens import probe_lens
 from .path_patching import damage_fraction, path_patch_grid
@@ -28,6 +30,7 @@ PHASES = ("held-out MSE", "head scores", "ablations", "lens", "path patching", "
 T_MIN = 2  # MSE and effects over positions t >= 2 (at t < 2 no (a, b) can be inferred)
 CORRUPT = "x0"  # path patching: clean and corrupted sequences differ in the first term only
 LATE_A = 0.9  # |a| >= LATE_A: slowly converging (or slowly diverging) sequences
+N_CLAIMS = 1024  # sequences for the claims (docs/interp.md, definitions v2): their per-position probes need many
 
 
 def stage_labels(n_layers):
@@ -157,17 +160,27 @@ def measure(model, task, n=512, n_scores=256, n_abl=256, n_patch=128, seed=0, pr
     s["copy_head"] = dict(head=_name(0, h0), layer=0, index=h0, kind=kind, term="x_t" if kind == "current" else "x_(t-1)",
                           attention=float(sc[kind][0, h0]), probe_r2=float(sc["probe_cur" if kind == "current" else "probe_prev"][0, h0]),
                           copy_score=float(sc["copy"][0, h0]), ablation_ratio=float(ratio[0, h0]), is_copy_head=bool(cls["copy"][0, h0]))
-    # --- last layer: heads that write against the estimate
+    # --- the verdicts under definitions v2 (docs/interp.md), on their own batch
+    bc = task.sample(N_CLAIMS, np.random.default_rng([EVAL_SEED, seed, 7]))
+    v2 = claims(model, bc.inputs, bc.targets, seed=seed)
+    s["claims_v2"] = {k: v2[k] for k in ("copy", "ns_similar", "ns_dissimilar", "refines")}
+    k0 = 0 if kind == "current" else 1
+    s["copy_head"]["v2"] = next(r for r in v2["copy_rows"] if r["h"] == h0 and r["k"] == k0)
+    # --- last layer: every head with its v2 criteria; the focus is the one meeting most of them (then the most important)
     last = L - 1
     heads = []
-    for h in range(H):
-        heads.append(dict(head=_name(last, h), index=h, ablation_ratio=float(ratio[last, h]),
+    for h, r in enumerate(v2["negsim_rows"]):
+        met = [c for c, flag in (("similarity", r["is_similar"] or r["is_dissimilar"]), ("negative", r["is_negative"]),
+                                 ("matters", r["is_matters"]), ("selective", r["is_selective"])) if flag]
+        heads.append(dict(head=_name(last, h), index=h, ablation_ratio=float(ratio[last, h]), met=met,
+                          **{k: r[k] for k in ("r_sim", "selective_ratio", "pcorr_error", "pcorr_step", "ns_similar", "ns_dissimilar")},
                           **{k: float(sc[k][last, h]) for k in ("sim_effect", "sim_r2", "ov_gain", "ov_r2", "corr_est0", "corr_need", "dc_rel")},
                           readings=[r for r in ("logit", "ov", "anti") if cls["ns_" + r][last, h]]))
     s["last_heads"] = heads
-    against = sorted([d for d in heads if d["readings"]], key=lambda d: -d["ablation_ratio"])
-    focus = against[0] if against else max(heads, key=lambda d: d["ablation_ratio"])
-    s["writers"] = [d["head"] for d in against]
+    ranked = sorted(heads, key=lambda d: (-len(d["met"]), -d["ablation_ratio"]))
+    focus = ranked[0]
+    s["writers"] = [d["head"] for d in heads if d["ns_similar"] or d["ns_dissimilar"]]
+    s["ranked"] = [d["head"] for d in ranked]
     s["focus_head"] = focus["head"]
     hf = focus["index"]
 
@@ -182,7 +195,7 @@ def measure(model, task, n=512, n_scores=256, n_abl=256, n_patch=128, seed=0, pr
     # al.; denoising (restored fraction) is kept beside it.
     cl, co = make_pairs(task, n_patch, CORRUPT, np.random.default_rng([EVAL_SEED, seed, 1]))
     cl, co = cl[:, :-1], co[:, :-1]
-    recv = [(last, d["index"]) for d in (against[:3] or [focus])]
+    recv = [(last, d["index"]) for d in ranked[:3]]
     sl = slice(T_MIN, None)
     grids = {d: path_patch_grid(model, cl, co, [(0, h0)], recv + [None], intos=("qk", "v"), metric_pos=sl, direction=d) for d in ("noise", "denoise")}
     heads_idx = [(l, h) for l in range(L) for h in range(H)]
@@ -226,22 +239,25 @@ def _f(v):
 
 
 def story_lines(s):
-    """The story in a few lines, every number from ``measure``."""
+    """The story in a few lines, every number from ``measure``; verdicts under definitions v2 (docs/interp.md)."""
     c = s["copy_head"]
-    out = [f"Layer 0 copies: {c['head']} puts {c['attention']:.2f} of its attention on the {c['kind']} term {c['term']} and its output carries "
-           f"it (linear read-out R^2 {c['probe_r2']:.2f}); resample-ablating it multiplies the MSE (t >= {s['t_min']}) by {c['ablation_ratio']:.1f}."]
-    byname = {d["head"]: d for d in s["last_heads"]}
+    v = c["v2"]
+    holds = "holds" if v["copying"] else "fails"
+    out = [f"Claim 1 (layer 0 copies) {holds} for this model: {c['head']} puts {v['attend']:.2f} of its attention on the {c['kind']} term "
+           f"{c['term']}, its output explains {v['unique']:.2f} of what the other terms leave of it (partial R^2), and resample-ablating "
+           f"it multiplies the MSE (t >= {s['t_min']}) by {v['resample_ratio']:.1f} (definitions: attention >= 0.5, partial R^2 >= 0.5, x2)."]
     L = s["n_layers"]
     if s["writers"]:
-        for name in s["writers"][:3]:
-            d = byname[name]
-            out.append(f"Layer {L - 1} refines: {name} writes against the layer-0 estimate (r = {d['corr_est0']:+.2f}), "
-                       f"{d['ov_gain']:+.2f} per unit of the value it reads, similarity effect {d['sim_effect']:+.2f} nats "
-                       f"({', '.join(d['readings'])} reading{'s' if len(d['readings']) > 1 else ''}); ablating it multiplies the MSE by {d['ablation_ratio']:.1f}.")
+        out.append(f"Claim 2 (negative similarity heads in layer {L - 1}) holds: " + ", ".join(s["writers"]) + " meet all four criteria.")
     else:
-        d = byname[s["focus_head"]]
-        out.append(f"Layer {L - 1}: no head meets a negative-similarity reading; the most important, {d['head']}, multiplies the MSE by "
-                   f"{d['ablation_ratio']:.1f} when ablated (r with the layer-0 estimate {d['corr_est0']:+.2f}, OV gain {d['ov_gain']:+.2f}).")
+        out.append(f"Claim 2 (negative similarity heads in layer {L - 1}) fails for this model: no head meets all four criteria "
+                   "(similarity |r_sim| >= 0.3, OV gain <= -0.2, ablation x2, pattern-average x1.5).")
+    for d in (h for h in s["last_heads"] if h["head"] in s["ranked"][:3]):
+        missing = [m for m in ("similarity", "negative", "matters", "selective") if m not in d["met"]]
+        out.append(f"  {d['head']}: r_sim {d['r_sim']:+.2f} ({'similar' if d['r_sim'] > 0 else 'dissimilar'} keys), OV gain {d['ov_gain']:+.2f}, "
+                   f"ablation x{d['ablation_ratio']:.1f}, pattern-average x{d['selective_ratio']:.1f}"
+                   + (f"; misses: {', '.join(missing)}" if missing else "; meets every criterion")
+                   + f". Its output opposes the layer-0 estimate (r = {d['corr_est0']:+.2f}; the old anti-copy reading, not counted).")
     e = {(d["receiver"], d["into"]): d for d in s["patching"]["edges"]}
     f = s["focus_head"]
     if (f, "v") in e:
@@ -297,13 +313,16 @@ def _write_markdown(s, figs, out_dir):
              f"Left: {c['head']}'s attention on one sequence (a = {ex['a']:.2f}, b = {ex['b']:.2f}); right: the mean over {s['n']} sequences. "
              f"Outlined cells: the copied term ({c['kind']}). Mean weight on it at t >= 1: {c['attention']:.2f}; its output carries the term "
              f"(linear read-out R^2 {c['probe_r2']:.2f}); resample-ablating the head multiplies the MSE by {c['ablation_ratio']:.1f}.", "",
-             f"## Layer {L - 1}: {s['focus_head']} writes against the estimate", "", f"![refine head]({rel('refine_head')})", ""]
+             f"## Layer {L - 1}: {s['focus_head']}, the head closest to a negative similarity head", "", f"![refine head]({rel('refine_head')})", ""]
     d = {h["head"]: h for h in s["last_heads"]}[s["focus_head"]]
     lines += [f"Left: for the query at t = {ex['query']} of the same sequence, {s['focus_head']}'s attention weight on each earlier term (bars) and "
               f"that term's similarity to x_t (x_t x_j, line). Middle: the attention logit against similarity, both centred within the "
               "row (softmax ignores a row's constant): that query's keys (points) and the mean over every query t >= 2 of every held-out "
               f"sequence by decile of similarity (line); uncontrolled. The controlled fit (key position and key value regressed out) gives a "
-              f"similarity effect of {d['sim_effect']:+.2f} nats (partial R^2 {d['sim_r2']:.2f}; negative = prefers dissimilar terms). Right: what the head writes into the prediction (its "
+              f"similarity effect of {d['sim_effect']:+.2f} nats (partial R^2 {d['sim_r2']:.2f}; negative = prefers dissimilar terms); the "
+              f"position-controlled correlation of its logits with -|x_t - x_j| (the similarity criterion of docs/interp.md) is r_sim = "
+              f"{d['r_sim']:+.2f}, and replacing its pattern by the position-average one multiplies the MSE by {d['selective_ratio']:.1f}. "
+              f"Right: what the head writes into the prediction (its "
               f"direct contribution) against what it reads (sum_j A[t, j] x_j): slope {ex['read_dc_slope']:+.2f} (OV gain "
               f"{d['ov_gain']:+.2f}, R^2 {d['ov_r2']:.2f}); a negative slope is the negative write. Its output correlates with the "
               f"layer-0 estimate at r = {d['corr_est0']:+.2f}.", "",
