@@ -290,7 +290,9 @@ def _story_model(args, out, log):
         t0 = time.time()
         res = train(mcfg, tcfg, task, out_dir=run_dir, force=True, progress=not getattr(args, "quiet", False), threads=args.threads)
         last = res.history[-1] if res.history else {}
-        log(f"reproduce: trained in {time.time() - t0:.0f} s; held-out MSE {last.get('eval_mse', float('nan')):.2e}")
+        by_pos = last.get("eval_mse_by_pos") or []
+        t2 = f", {sum(by_pos[2:]) / len(by_pos[2:]):.2e} over t >= 2" if len(by_pos) > 2 else ""
+        log(f"reproduce: trained in {time.time() - t0:.0f} s; held-out MSE {last.get('eval_mse', float('nan')):.2e} over all positions{t2}")
     _, meta = load_checkpoint(ckpt)
     return Transformer.load(ckpt), task, meta, ckpt
 
