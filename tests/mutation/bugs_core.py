@@ -264,7 +264,7 @@ BUGS = [
          tests=[f"{T_BP}::test_attention_backward_matches_sympy"],
          why="the oracle counts the shared output bias once per head"),
     dict(id="core.theory.backprop_gelu_constant", file="theory/backprop.py",
-         find='sp.Float("0.044715", 30)', replace='sp.Float("0.04715", 30)',
+         find='(_X + sp.Float("0.044715", 30) * _X**3)', replace='(_X + sp.Float("0.04715", 30) * _X**3)',
          tests=[f"{T_BP}::test_gelu_backward_matches_sympy", f"{T_BP}::test_gelu_backward_matches_sympy_on_a_grid"],
          why="the oracle's gelu_new with a mistyped cubic coefficient"),
     dict(id="core.theory.backprop_no_sqrt_E", file="theory/backprop.py",
