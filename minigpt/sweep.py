@@ -434,7 +434,9 @@ def write_report(table, out_dir, runs_dir=None, command=None):
         lines += [f"Command: `{command}`", ""]
     lines += [
         "Each run trains from its own seed (initialisation, data stream, held-out set) and is analysed with the",
-        "operational definitions of `docs/interp.md` (`minigpt.interp.head_scores.classify_heads`, `analysis.claim_tests`).",
+        "operational definitions of `docs/interp.md`: the verdict columns (`v2_*`, **bold**) by definitions v2",
+        "(`minigpt.interp.claims`), the earlier readings (`minigpt.interp.head_scores.classify_heads`, `analysis.claim_tests`)",
+        "after them, kept for comparison and not counted (docs/interp.md says why).",
         "\"Last layer\" is layer n_layers - 1, i.e. layer 2 of the paper's three-layer model. Shares are over seeds,",
         "with 95% Wilson score intervals. Onset: the first emergence probe from which the flag stays on to the end.",
         "Largest jump: the largest change of the mechanism's strength between two consecutive probes as a share of",
