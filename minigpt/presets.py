@@ -1,7 +1,7 @@
 """Named presets: ``{"model": ModelConfig fields, "train": TrainConfig fields, "data": task fields}``.
 
 ``DESCRIPTIONS`` holds one line per preset (``minigpt train --help`` lists them).  ``paper``: the
-three-layer model of the paper with our own choices (see the README's "The task and the ``paper``
+three-layer model of the paper with our own choices (see docs/task.md, "The task and the ``paper``
 preset").  ``first``: the first thing to train, learns in well under a minute.  ``tiny``: trains in
 a second, for tests and demos (too short to learn: it stays worse than copying the last term).
 """
@@ -28,7 +28,7 @@ PRESETS = {
         "train": dict(steps=60, batch_size=32, lr=3e-3, warmup_steps=10, eval_every=20, eval_size=256, checkpoint_every=30),
         "data": dict(a=("uniform", -1.0, 1.0), b=("uniform", -1.0, 1.0), x0=("uniform", -1.0, 1.0), length=10),
     },
-    # Beyond the paper (README "Beyond the paper"): data.LinearRecurrence and data.PolynomialSequence.
+    # Beyond the paper (docs/extensions.md): data.LinearRecurrence and data.PolynomialSequence.
     # linear2: batch 1024 because the 2-D task is data-hungry (1500 steps: batch 128 -> 6x below copying, 512 -> 10x, 1024 -> 13x).
     "linear2": {
         "model": dict(n_layers=3, d_model=64, n_heads=4, d_mlp=128, n_ctx=16, d_in=2, d_out=2),
