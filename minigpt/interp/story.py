@@ -18,6 +18,7 @@ import numpy as np
 from .. import baselines
 from .ablation import head_ablation
 from .attribution import head_direct
+from .analysis import CLAIMS_STREAM
 from .claims import claims
 from .head_scores import classify_heads, head_scores
 from .lens import probe_lens
@@ -161,7 +162,7 @@ def measure(model, task, n=512, n_scores=256, n_abl=256, n_patch=128, seed=0, pr
                           attention=float(sc[kind][0, h0]), probe_r2=float(sc["probe_cur" if kind == "current" else "probe_prev"][0, h0]),
                           copy_score=float(sc["copy"][0, h0]), ablation_ratio=float(ratio[0, h0]), is_copy_head=bool(cls["copy"][0, h0]))
     # --- the verdicts under definitions v2 (docs/interp.md), on their own batch
-    bc = task.sample(N_CLAIMS, np.random.default_rng([EVAL_SEED, seed, 7]))
+    bc = task.sample(N_CLAIMS, np.random.default_rng([EVAL_SEED, seed, CLAIMS_STREAM]))
     v2 = claims(model, bc.inputs, bc.targets, seed=seed)
     s["claims_v2"] = {k: v2[k] for k in ("copy", "ns_similar", "ns_dissimilar", "refines")}
     k0 = 0 if kind == "current" else 1
