@@ -17,7 +17,7 @@ import numpy as np
 
 import minigpt
 from minigpt import bench
-from minigpt.optim import AdamW
+from minigpt.nn.optim import AdamW
 
 CONFIGS = [
     dict(attn_only=a, normalization_type=n, act_fn=f)

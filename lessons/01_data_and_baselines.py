@@ -27,8 +27,8 @@ from common import n, out  # first: sets up paths and a headless backend for scr
 
 import numpy as np
 import matplotlib.pyplot as plt
-from minigpt import baselines
-from minigpt.data import AffineRecurrence
+from minigpt.tasks import baselines
+from minigpt.tasks.data import AffineRecurrence
 from minigpt.interp import plots
 from theory import bayes
 

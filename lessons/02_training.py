@@ -22,9 +22,9 @@ from common import n, out
 
 import numpy as np
 import matplotlib.pyplot as plt
-from minigpt import presets
+from minigpt.tasks import presets
 from minigpt.interp import head_scores
-from minigpt.training import train
+from minigpt.training.loop import train
 
 steps = n(400, 150)
 spec = presets.apply_overrides(presets.get_preset("tiny"), [

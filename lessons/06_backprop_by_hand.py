@@ -22,9 +22,9 @@
 from common import SOLUTIONS
 
 import numpy as np
-from minigpt import ops
-from minigpt.config import ModelConfig
-from minigpt.gradcheck import format_report, gradcheck_config
+from minigpt.fast import ops
+from minigpt.nn.config import ModelConfig
+from minigpt.nn.gradcheck import format_report, gradcheck_config
 from theory import derive
 
 # %% [markdown]

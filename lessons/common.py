@@ -37,9 +37,9 @@ def n(full, fast):
 
 def load_paper_model():
     """(model, task): the shipped ``paper`` preset checkpoint, seed 0 (2000 steps), and the task it was trained on."""
-    from minigpt.checkpoint import load_checkpoint
-    from minigpt.model import Transformer
-    from minigpt.presets import build_task
+    from minigpt.io.checkpoint import load_checkpoint
+    from minigpt.fast.model import Transformer
+    from minigpt.tasks.presets import build_task
 
     if not os.path.exists(CHECKPOINT):
         raise SystemExit(f"lessons need the shipped checkpoint {os.path.relpath(CHECKPOINT, ROOT)}; "

@@ -1,5 +1,5 @@
 """``python -m minigpt ...``: the same command line as the ``minigpt`` console script."""
-from minigpt.cli import entry_point
+from .cli import entry_point
 
 if __name__ == "__main__":
     entry_point()

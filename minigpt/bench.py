@@ -25,7 +25,7 @@ import time
 
 import numpy as np
 
-from .threads import BLAS_ENV, blas_threads
+from .fast.threads import BLAS_ENV, blas_threads
 
 CONFIGS = {
     "paper": {"desc": "paper preset: 3 layers, d_model 64, 4 heads, d_mlp 256", "model": {}},
@@ -40,9 +40,9 @@ BLOCK = 3  # steps per framework per round, back to back; the first of each bloc
 # ----------------------------------------------------------------------------- the two models
 def build_minigpt(config: str, seed: int = 0):
     """(model, optimizer, task) for a named configuration."""
-    from . import presets
-    from .model import Transformer
-    from .optim import AdamW
+    from .tasks import presets
+    from .fast.model import Transformer
+    from .nn.optim import AdamW
 
     spec = presets.get_preset("paper")
     spec["model"].update(CONFIGS[config]["model"])
@@ -53,7 +53,7 @@ def build_minigpt(config: str, seed: int = 0):
 
 
 def minigpt_step(model, opt, x, y):
-    from .optim import clip_grad_norm
+    from .nn.optim import clip_grad_norm
 
     loss, grads = model.loss_and_grad(x, y, threads="auto")
     clip_grad_norm(grads, 1.0)
@@ -174,7 +174,7 @@ def matmul_peak_gflops(n=1024, repeats=5) -> float:
 
 def _helpers_cpu() -> float:
     """CPU seconds used so far by minigpt's shard helper processes (``minigpt.shardpool``), from /proc."""
-    from .shardpool import helper_pids
+    from .fast.shardpool import helper_pids
 
     total = 0.0
     for pid in helper_pids():
@@ -229,8 +229,8 @@ def worker(config: str, threads: int, steps: int, which: str = "both") -> dict:
             xt, yt = torch.from_numpy(x[..., None]), torch.from_numpy(y[..., None])
             fn = lambda: torch_step(net, topt, xt, yt)  # noqa: E731
         else:
-            from .shardpool import get_pool, helper_pids
-            from .threads import default_threads
+            from .fast.shardpool import get_pool, helper_pids
+            from .fast.threads import default_threads
 
             n = default_threads()
             if n > 1:  # start the helpers first: their growth is counted from their start-up

@@ -12,7 +12,7 @@ import sys
 
 import numpy as np
 
-from .config import cut as _cut
+from .nn.config import cut as _cut
 
 
 MAX_EVAL_N = 1_000_000  # held-out sequences for ``minigpt eval --n``
@@ -39,7 +39,7 @@ def _short_errors(fn):
     """Run ``fn(args)``; an error message that echoes a huge value (a long --set, a long path) comes out
     with every token longer than ``LONG_TOKEN`` characters cut to its first 80, and at most
     ``MAX_ERROR_CHARS`` in all (the field it names comes first, so it stays)."""
-    from .training import TrainingError
+    from .training.loop import TrainingError
 
     @functools.wraps(fn)
     def run(args):
@@ -60,8 +60,8 @@ MAX_ERROR_CHARS = 400
 
 @_short_errors
 def cmd_train(args) -> int:
-    from . import presets
-    from .training import load_run_spec, train
+    from .tasks import presets
+    from .training.loop import load_run_spec, train
 
     if args.resume and args.force:
         raise UsageError("--resume and --force contradict each other: pick one")
@@ -91,7 +91,7 @@ def cmd_train(args) -> int:
 
 def _threads_arg(value):
     """``--threads``: None (not given), "auto" or a positive integer up to the usable cores."""
-    from .threads import usable_cores
+    from .fast.threads import usable_cores
 
     if value is None or value == "auto":
         return value
@@ -129,7 +129,7 @@ def _nesting(text):
 def _set_args(items):
     """Check every ``--set SECTION.FIELD=VALUE`` before it is parsed: a value too long, too deeply nested or
     with too many digits gets a one-line error naming the field (and at most 80 characters of the value)."""
-    from .presets import parse_value
+    from .tasks.presets import parse_value
 
     for item in items:
         key, _, value = item.partition("=")
@@ -150,11 +150,11 @@ def _set_args(items):
 # ----------------------------------------------------------------------------- eval
 @_short_errors
 def cmd_eval(args) -> int:
-    from . import baselines, presets
-    from .checkpoint import load_checkpoint
-    from .checkpoint import _tuples
-    from .model import Transformer
-    from .training import mse_by_position
+    from .tasks import baselines, presets
+    from .io.checkpoint import load_checkpoint
+    from .io.checkpoint import _tuples
+    from .fast.model import Transformer
+    from .training.loop import mse_by_position
 
     if not 1 <= args.n <= MAX_EVAL_N:
         raise UsageError(f"--n must be between 1 and {MAX_EVAL_N}, got {args.n}")
@@ -165,7 +165,7 @@ def cmd_eval(args) -> int:
     model = Transformer.load(args.checkpoint)  # verified: checksum, keys, shapes, dtypes, finiteness
     _, meta = load_checkpoint(args.checkpoint)
     if "data" in meta:
-        task = presets.build_task(_tuples(meta["data"]))
+        task = presets.build_task(data_from_record(meta["data"]))
     else:
         task = presets.build(presets.get_preset(args.preset))[2]
     if task.length - 1 > model.cfg.n_ctx:
@@ -184,7 +184,7 @@ def cmd_eval(args) -> int:
     print(f"MSE by position on {args.n} held-out sequences (seed {args.seed}); position t predicts term t+1")
     print(_fmt_table(["pos"] + names, rows))
     if args.json:
-        from .checkpoint import write_text_atomic
+        from .io.checkpoint import write_text_atomic
 
         write_text_atomic(args.json, json.dumps({n: v.tolist() for n, v in results.items()}, indent=1))
     return 0
@@ -218,8 +218,8 @@ def _check_output(option, path, inputs):
 # ----------------------------------------------------------------------------- gradcheck
 def gradcheck_configs(preset: str):
     """The 12 combinations of attn_only x normalization_type x act_fn at a small size of ``preset``."""
-    from . import presets
-    from .config import ModelConfig
+    from .tasks import presets
+    from .nn.config import ModelConfig
 
     base = presets.get_preset(preset)["model"]
     for attn_only, norm, act in itertools.product((False, True), ("LN", None), ("gelu_new", "gelu", "relu")):
@@ -232,7 +232,7 @@ def gradcheck_configs(preset: str):
 
 
 def cmd_gradcheck(args) -> int:
-    from .gradcheck import format_report, gradcheck_config
+    from .nn.gradcheck import format_report, gradcheck_config
 
     worst, failed = 0.0, 0
     for cfg in gradcheck_configs(args.preset):
@@ -258,7 +258,7 @@ def _missing(e: ImportError, *modules) -> bool:
 
 def cmd_reproduce(args) -> int:
     try:
-        from .reproduce import main as reproduce_main
+        from .experiments.reproduce import main as reproduce_main
     except ImportError as e:
         if not _missing(e, "minigpt.reproduce"):
             raise
@@ -317,7 +317,7 @@ def cmd_bench(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from .sweep import main as sweep_main
+    from .experiments.sweep import main as sweep_main
 
     return sweep_main(args)
 
@@ -330,7 +330,8 @@ def _preset_list(presets) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__, presets
+    from . import __version__
+    from .tasks import presets
 
     p = _Parser(prog="minigpt", description="A numpy GPT-style transformer that learns affine recurrences in context.")
     p.add_argument("--version", action="version", version=f"minigpt {__version__}", help="print the version and exit")
@@ -427,7 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def check_command(argv, commands) -> None:
     """A mistyped command (``minigpt trian``) is one line with a suggestion, not argparse's list of choices."""
-    from .config import did_you_mean
+    from .nn.config import did_you_mean
 
     if argv and not argv[0].startswith("-") and argv[0] not in commands:
         raise UsageError(f"invalid choice: {argv[0]!r} is not a command; {did_you_mean(None, argv[0], list(commands), kind='commands')}")
@@ -445,8 +446,8 @@ def main(argv=None) -> int:
     in one line with status 70 (set ``MINIGPT_DEBUG=1`` to see its traceback)."""
     import warnings
 
-    from .checkpoint import CheckpointError
-    from .training import TrainingError, TrainingInterrupted
+    from .io.checkpoint import CheckpointError
+    from .training.loop import TrainingError, TrainingInterrupted
 
     def fail(msg, status):
         print(f"minigpt: {msg}", file=sys.stderr)

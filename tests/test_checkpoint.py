@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 
 import minigpt
-from minigpt import checkpoint as ck
-from minigpt.checkpoint import CheckpointError, arrays_digest, load_checkpoint, save_checkpoint
+from minigpt.io import checkpoint as ck
+from minigpt.io.checkpoint import CheckpointError, arrays_digest, load_checkpoint, save_checkpoint
 from minigpt.cli import main
-from minigpt.config import ModelConfig, TrainConfig
-from minigpt.data import AffineRecurrence
-from minigpt.training import train
+from minigpt.nn.config import ModelConfig, TrainConfig
+from minigpt.tasks.data import AffineRecurrence
+from minigpt.training.loop import train
 
 MCFG = ModelConfig(n_layers=1, d_model=8, n_heads=2, d_mlp=8, n_ctx=6)
 TCFG = TrainConfig(steps=4, batch_size=8, eval_every=2, eval_size=16, checkpoint_every=2, warmup_steps=1)

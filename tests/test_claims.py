@@ -6,8 +6,8 @@ contribution *is* the prediction (OV gain = gamma exactly) and its pattern is th
 import numpy as np
 import pytest
 
-from minigpt.data import AffineRecurrence
-from minigpt.interp import claims as C
+from minigpt.tasks.data import AffineRecurrence
+from minigpt.experiments import claims as C
 from theory.heads import head_model, similarity_head, similarity_pattern
 
 T = 12

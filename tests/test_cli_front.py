@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 
 import minigpt
-from minigpt import cli, presets
-from minigpt.training import train
+from minigpt import cli
+from minigpt.tasks import presets
+from minigpt.training.loop import train
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 FIRST = "first"  # the first-run preset
@@ -87,7 +88,8 @@ def test_train_help_lists_every_preset(capsys):
 
 
 def test_help_of_minigpt_train_is_the_real_function():
-    from minigpt import extensions, training
+    from minigpt.experiments import extensions
+    from minigpt.training import loop as training
 
     assert minigpt.train is training.train and minigpt.extensions_report is extensions.extensions_report
     doc = pydoc.render_doc(minigpt.train)

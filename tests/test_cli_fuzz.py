@@ -15,11 +15,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from minigpt import cli, presets
-from minigpt.config import ModelConfig
-from minigpt.data import AffineRecurrence
-from minigpt.model import Transformer
-from minigpt.training import train
+from minigpt import cli
+from minigpt.tasks import presets
+from minigpt.nn.config import ModelConfig
+from minigpt.tasks.data import AffineRecurrence
+from minigpt.fast.model import Transformer
+from minigpt.training.loop import train
 
 TINY_PRESETS = {
     name: {

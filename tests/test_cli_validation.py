@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 import minigpt
-from minigpt import presets
+from minigpt.tasks import presets
 from minigpt.cli import main
-from minigpt.config import ModelConfig, TrainConfig
-from minigpt.data import AffineRecurrence
-from minigpt.training import TrainingError, train
+from minigpt.nn.config import ModelConfig, TrainConfig
+from minigpt.tasks.data import AffineRecurrence
+from minigpt.training.loop import TrainingError, train
 
 
 def run(capsys, argv):

@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minigpt import baselines
-from minigpt.data import AffineRecurrence, check_prior, prior_moments, sample_prior
+from minigpt.tasks import baselines
+from minigpt.tasks.data import AffineRecurrence, check_prior, prior_moments, sample_prior
 
 
 def test_sequences_follow_the_recurrence_and_are_seeded():

@@ -4,8 +4,9 @@ import os
 import numpy as np
 import pytest
 
-from minigpt import emergence, presets
-from minigpt.model import Transformer
+from minigpt.experiments import emergence
+from minigpt.tasks import presets
+from minigpt.fast.model import Transformer
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minigpt import baselines, baselines_ext, presets
-from minigpt.data import LinearRecurrence, PolynomialSequence, make_task, exact_from, task_d_in
+from minigpt.tasks import baselines, baselines_ext, presets
+from minigpt.tasks.data import LinearRecurrence, PolynomialSequence, make_task, exact_from, task_d_in
 
 
 @settings(max_examples=20, deadline=None)
@@ -104,7 +104,7 @@ def test_poly_least_squares_averages_noise_better_than_finite_differences():
 
 
 def test_training_accepts_the_new_tasks(tmp_path):
-    from minigpt.training import train
+    from minigpt.training.loop import train
 
     for name in ("linear2", "poly2"):
         spec = presets.apply_overrides(presets.get_preset(name), [

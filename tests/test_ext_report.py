@@ -2,8 +2,9 @@
 import numpy as np
 import pytest
 
-from minigpt import extensions, presets
-from minigpt.training import train
+from minigpt.experiments import extensions
+from minigpt.tasks import presets
+from minigpt.training.loop import train
 
 
 @pytest.fixture(scope="module")

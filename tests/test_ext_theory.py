@@ -6,8 +6,8 @@ import sympy as sp
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from minigpt import baselines_ext
-from minigpt.data import LinearRecurrence, PolynomialSequence
+from minigpt.tasks import baselines_ext
+from minigpt.tasks.data import LinearRecurrence, PolynomialSequence
 from theory import heads
 from theory import polynomial as P
 from theory import vector as V

@@ -4,9 +4,10 @@ import matplotlib.image as mpimg
 import numpy as np
 import pytest
 
-from minigpt import presets
-from minigpt.interp import plots, story
-from minigpt.model import Transformer
+from minigpt.tasks import presets
+from minigpt.interp import plots
+from minigpt.experiments import story
+from minigpt.fast.model import Transformer
 
 
 def _is_twin(ax, fig):

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 import minigpt
-from minigpt.presets import get_preset
+from minigpt.tasks.presets import get_preset
 
 SPEC = get_preset("paper")
 SIZE = SPEC["model"]  # n_layers 3, d_model 64, n_heads 4, d_mlp 256, n_ctx 32

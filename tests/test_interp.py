@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from minigpt import ModelConfig, Transformer
-from minigpt.data import AffineRecurrence
+from minigpt.tasks.data import AffineRecurrence
 from minigpt.interp import (accumulated_resid, apply_ln_to_stack, classify_heads, decompose_resid, direct_attribution, head_ablation,
                             head_scores, make_pairs, patch_heads, patch_resid, prediction_lens, stack_head_results)
 from minigpt.interp.ablation import ablate_hook

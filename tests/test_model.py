@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import minigpt
-from minigpt.gradcheck import gradcheck_config, nontrivial_model
-from minigpt.model import param_shapes
+from minigpt.nn.gradcheck import gradcheck_config, nontrivial_model
+from minigpt.nn.config import param_shapes
 
 CONFIGS = [
     dict(attn_only=a, normalization_type=n, act_fn=f)
@@ -35,7 +35,7 @@ def test_every_parameter_gradient_matches_finite_differences(kw):
 
 def test_gradcheck_detects_a_wrong_backward(monkeypatch):
     """The check must be able to fail: break LayerNorm's backward slightly and it must notice."""
-    from minigpt import ops
+    from minigpt.fast import ops
 
     real = ops.layernorm_backward
 

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from minigpt import ops
+from minigpt.fast import ops
 
 H_FD = 1e-5  # ~ eps^(1/3): balances truncation (h^2) against round-off (eps / h) in float64
 

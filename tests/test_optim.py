@@ -4,8 +4,8 @@ import math
 import numpy as np
 import pytest
 
-from minigpt.model import is_weight_matrix
-from minigpt.optim import AdamW, clip_grad_norm, lr_at
+from minigpt.nn.model import is_weight_matrix
+from minigpt.nn.optim import AdamW, clip_grad_norm, lr_at
 
 
 def test_adamw_hand_computed():

@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from minigpt.config import ModelConfig
+from minigpt.nn.config import ModelConfig
 from minigpt.interp.path_patching import path_patch, path_patch_grid
-from minigpt.model import Transformer
+from minigpt.fast.model import Transformer
 
 T = 6
 BIG = 200.0  # makes a positional attention one-hot (exp(-BIG) ~ 0 in float64)

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 import minigpt
-from minigpt import ops
-from minigpt.optim import AdamW, clip_grad_norm
+from minigpt.fast import ops
+from minigpt.nn.optim import AdamW, clip_grad_norm
 
 
 def paper_like(**kw):

@@ -9,9 +9,9 @@ heads, exp(-60) ~ 1e-26.  Hence ATOL = 1e-10 for predictions and squared errors 
 import numpy as np
 import pytest
 
-from minigpt.data import AffineRecurrence
+from minigpt.tasks.data import AffineRecurrence
 from minigpt.interp import classify_heads, direct_attribution, head_ablation, head_scores, make_pairs, patch_heads, patch_resid, prediction_lens
-from minigpt.interp.analysis import analyse
+from minigpt.experiments.analysis import analyse
 from minigpt.interp.patching import patch_grid
 from theory import heads as TH
 from theory import planted as PL

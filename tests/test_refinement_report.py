@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from minigpt.data import AffineRecurrence
-from minigpt.refinement import render, trained_side
+from minigpt.tasks.data import AffineRecurrence
+from minigpt.experiments.refinement import render, trained_side
 from theory import planted as PL
 
 

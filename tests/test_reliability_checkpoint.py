@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 
 import minigpt
-from minigpt import checkpoint as ck
-from minigpt.checkpoint import CheckpointError, arrays_digest, load_checkpoint, save_checkpoint
+from minigpt.io import checkpoint as ck
+from minigpt.io.checkpoint import CheckpointError, arrays_digest, load_checkpoint, save_checkpoint
 from minigpt.cli import main
-from minigpt.config import ModelConfig
+from minigpt.nn.config import ModelConfig
 
 MCFG = ModelConfig(n_layers=1, d_model=8, n_heads=2, d_mlp=8, n_ctx=16)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -6,12 +6,12 @@ import dataclasses
 import numpy as np
 import pytest
 
-from minigpt import presets
-from minigpt.checkpoint import load_checkpoint
+from minigpt.tasks import presets
+from minigpt.io.checkpoint import load_checkpoint
 from minigpt.cli import main
-from minigpt.config import ModelConfig, TrainConfig
-from minigpt.data import AffineRecurrence
-from minigpt.training import NonFiniteError, TrainingError, train
+from minigpt.nn.config import ModelConfig, TrainConfig
+from minigpt.tasks.data import AffineRecurrence
+from minigpt.training.loop import NonFiniteError, TrainingError, train
 
 MCFG = ModelConfig(n_layers=1, d_model=8, n_heads=2, d_mlp=8, n_ctx=6)
 TCFG = TrainConfig(steps=12, batch_size=8, eval_every=3, eval_size=16, checkpoint_every=2, warmup_steps=1)
@@ -63,7 +63,7 @@ def test_injected_fault_in_a_parameter(tmp_path, value, step, saved, what):
 
 def test_nonfinite_optimizer_moment_is_caught_before_it_is_saved(tmp_path, monkeypatch):
     """g*g overflowing float32 in AdamW's second moment (params stay finite!) must not be saved."""
-    from minigpt import optim
+    from minigpt.nn import optim
 
     real_step = optim.AdamW.step
 

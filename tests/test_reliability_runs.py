@@ -8,11 +8,13 @@ import warnings
 import numpy as np
 import pytest
 
-from minigpt import checkpoint as ck
-from minigpt import presets, threads, training
-from minigpt.checkpoint import FolderLock, load_checkpoint
+from minigpt.io import checkpoint as ck
+from minigpt.tasks import presets
+from minigpt.fast import threads
+from minigpt.training import loop as training
+from minigpt.io.checkpoint import FolderLock, load_checkpoint
 from minigpt.cli import main
-from minigpt.training import TrainingError, train
+from minigpt.training.loop import TrainingError, train
 
 SPEC = presets.apply_overrides(presets.get_preset("tiny"), [
     "model.n_layers=1", "model.d_model=8", "model.d_mlp=8", "train.steps=12", "train.eval_every=3",
@@ -109,7 +111,7 @@ def test_a_second_writer_is_refused_at_once_naming_the_holder(tmp_path, capsys, 
 
 
 def test_a_second_sweep_is_refused(tmp_path):
-    from minigpt import sweep
+    from minigpt.experiments import sweep
 
     out = tmp_path / "sweep"
     jobs = sweep.make_jobs(["tiny"], [[]], seeds=1, out=str(out), steps=2)

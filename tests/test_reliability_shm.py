@@ -11,7 +11,8 @@ import time
 import numpy as np
 import pytest
 
-from minigpt import ModelConfig, Transformer, shardpool, threads
+from minigpt import ModelConfig, Transformer
+from minigpt.fast import shardpool, threads
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 linux = pytest.mark.skipif(not os.path.isdir("/proc/self") or not os.path.isdir("/dev/shm"), reason="needs Linux /proc and /dev/shm")

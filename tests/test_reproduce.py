@@ -7,9 +7,9 @@ import shutil
 import numpy as np
 import pytest
 
-from minigpt import presets
+from minigpt.tasks import presets
 from minigpt.cli import main as cli_main
-from minigpt.training import train
+from minigpt.training.loop import train
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +86,7 @@ def test_full_run_in_spawn_workers(tmp_path, capsys):
     assert np.array(res["ablation"]["zero"]["table"]).shape == (3, 2)
     assert "## Setting `tiny`" in (out / "REPORT.md").read_text()
     # a second run reuses the checkpoints
-    from minigpt.reproduce import _jobs, run_job
+    from minigpt.experiments.reproduce import _jobs, run_job
 
     job = _jobs("tiny", [], 2, 15, str(runs), str(tmp_path / "figs"), figures_for=0, preset="tiny")[1]
     assert not run_job(job)["trained_now"]
@@ -117,7 +117,7 @@ def test_rerender_from_analyses_handles_missing_fields_and_links_sweep(tmp_path)
     (out / "sweep.md").write_text("# Sweep\n\n## Setting `paper`\n\n" + "".join(
         f"| `{c}`: what | {k}/4 | 0.5 | [0.10, 0.90] | - | - |\n" for c, k in
         [("copy_l0", 3), ("claim_copy", 0), ("claim_copy_resid", 4), ("claim_ns_logit", 0), ("claim_ns_ov", 0), ("claim_ns_anti", 0), ("claim_ns_any", 1)]))
-    from minigpt.reproduce import rerender
+    from minigpt.experiments.reproduce import rerender
 
     text = open(rerender(str(runs), str(out), settings=["tiny"])).read()
     assert "## Setting `tiny`" in text and "no idealised-head fits" in text

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from minigpt import emergence, sweep
+from minigpt.experiments import emergence, sweep
 from minigpt.cli import main as cli_main
 
 STEPS, EVERY, PROBE_N = 20, 5, 64
@@ -176,7 +176,7 @@ def test_cli_bad_arguments(tmp_path, capsys):
 
 
 def test_ctrl_c_stops_the_sweep(tmp_path, monkeypatch):
-    from minigpt.training import TrainingInterrupted
+    from minigpt.training.loop import TrainingInterrupted
 
     def interrupted(self, step, model):
         raise TrainingInterrupted(step, "x")

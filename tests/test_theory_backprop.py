@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from minigpt import ops
+from minigpt.fast import ops
 from theory import backprop as TBP
 
 bounded = st.floats(-3, 3, allow_nan=False)

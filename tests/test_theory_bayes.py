@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 import sympy as sp
 from scipy import integrate
 
-from minigpt import baselines
-from minigpt.data import AffineRecurrence
+from minigpt.tasks import baselines
+from minigpt.tasks.data import AffineRecurrence
 from theory import bayes as TB
 
 N_MC = 20000
@@ -303,7 +303,7 @@ def _beats_floor(pred, x, t, task, k=4.0):
 def test_trained_model_does_not_beat_the_bayes_floor():
     """A model below the floor at positions 0 and 1 would see the future (a causality bug)."""
     import minigpt
-    from minigpt.presets import get_preset
+    from minigpt.tasks.presets import get_preset
 
     spec = get_preset("tiny")
     task = AffineRecurrence(**spec["data"])

@@ -8,7 +8,7 @@ import pytest
 import sympy as sp
 
 import minigpt.cli as cli
-from minigpt.data import AffineRecurrence
+from minigpt.tasks.data import AffineRecurrence
 from theory import bayes, derive
 from theory.recurrence import term_poly
 from theory.steps import Step, check

@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from minigpt.data import AffineRecurrence
+from minigpt.tasks.data import AffineRecurrence
 from theory import heads as TH
 
 values = st.floats(-2, 2, allow_nan=False)

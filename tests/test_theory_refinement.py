@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from minigpt.data import AffineRecurrence
+from minigpt.tasks.data import AffineRecurrence
 from theory import refinement as R
 from theory.bayes import baseline_mse
 from theory.heads import similarity_head

@@ -11,8 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minigpt import ModelConfig, Transformer, shardpool, threads
-from minigpt.threads import limit_blas_threads, resolve_threads, shards
+from minigpt import ModelConfig, Transformer
+from minigpt.fast import shardpool, threads
+from minigpt.fast.threads import limit_blas_threads, resolve_threads, shards
 
 
 @pytest.fixture(autouse=True)
@@ -201,7 +202,9 @@ def test_growing_batches_and_two_caller_threads_share_one_pool_safely():
 def test_reproduce_and_sweep_runs_use_one_shard(tmp_path, monkeypatch):
     """Runs started by the runner (``minigpt reproduce``/``sweep``) compute one shard per step, so their
     numbers do not depend on the worker count or the machine's cores."""
-    from minigpt import presets, runner, training
+    from minigpt.tasks import presets
+    from minigpt.experiments import pool as runner
+    from minigpt.training import loop as training
 
     seen = []
     real = training.train

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minigpt.extensions import load_run
+from minigpt.experiments.extensions import load_run
 from theory.bayes import bayes_mse, posterior_mean_next
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "report", "checkpoints")

@@ -11,11 +11,11 @@ import time
 import numpy as np
 import pytest
 
-from minigpt.checkpoint import load_checkpoint
+from minigpt.io.checkpoint import load_checkpoint
 from minigpt.cli import main
-from minigpt.config import ModelConfig, TrainConfig
-from minigpt.data import AffineRecurrence
-from minigpt.training import TrainingError, TrainingInterrupted, train
+from minigpt.nn.config import ModelConfig, TrainConfig
+from minigpt.tasks.data import AffineRecurrence
+from minigpt.training.loop import TrainingError, TrainingInterrupted, train
 
 MCFG = ModelConfig(n_layers=1, d_model=8, n_heads=2, d_mlp=8, n_ctx=6)
 TCFG = TrainConfig(steps=12, batch_size=8, eval_every=1, eval_size=16, checkpoint_every=5, warmup_steps=3)

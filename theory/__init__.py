@@ -10,6 +10,6 @@ attention heads compute, lambdified to numpy and checked against minigpt by prop
     steps       Step (equation, reason, meaning of its symbols) and check(): a derivation step verified
     derive      TOPICS and render() for ``minigpt derive`` (text or a LaTeX document)
 """
-from .recurrence import next_from_three  # noqa: F401
+from theory.recurrence import next_from_three  # noqa: F401
 
 __all__ = ["next_from_three", "recurrence", "bayes", "heads", "backprop", "vector", "polynomial", "steps", "derive"]

@@ -35,10 +35,10 @@ import numpy as np
 import sympy as sp
 from scipy import integrate, special
 
-from minigpt.data import AffineRecurrence
+from minigpt.tasks.data import AffineRecurrence
 
-from .recurrence import a, b, next_from_three, term_poly, x0
-from .steps import Step
+from theory.recurrence import a, b, next_from_three, term_poly, x0
+from theory.steps import Step
 
 BASELINES = ("copy", "linear", "three_term", "least_squares", "oracle", "prior_mean")
 _TAIL = 12.0  # normal priors are integrated over mean +- 12 std (mass outside < 1e-32)

@@ -15,8 +15,8 @@ from functools import lru_cache
 
 import sympy as sp
 
-from . import backprop, bayes, heads, polynomial, recurrence, vector
-from .steps import Step
+from theory import backprop, bayes, heads, polynomial, recurrence, vector
+from theory.steps import Step
 
 TOPICS = {**recurrence.TOPICS, **vector.TOPICS, **polynomial.TOPICS, **bayes.TOPICS, **heads.TOPICS, **backprop.TOPICS}
 

@@ -23,7 +23,7 @@ from functools import lru_cache
 import numpy as np
 import sympy as sp
 
-from .steps import Step
+from theory.steps import Step
 
 _HARD = 60.0  # positional logit making a head one-hot: leakage e^-60 ~ 1e-26
 
@@ -190,7 +190,7 @@ def copy_plus_head_fit(x, beta: float, pos_bias=None, start: int = 1) -> dict:
 
 def family_table(betas=(-4.0, -1.0, -0.25, 0.25, 1.0, 4.0), length: int = 12, batch: int = 4096, seed: int = 0) -> list[dict]:
     """copy_plus_head_fit for every family in FAMILIES and every beta (one row each)."""
-    from minigpt.data import AffineRecurrence
+    from minigpt.tasks.data import AffineRecurrence
 
     rows = []
     for name, (pa, pb, px) in FAMILIES.items():

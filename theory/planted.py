@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .heads import causal_softmax, head_model, positional_bias
+from theory.heads import causal_softmax, head_model, positional_bias
 
 BASE_CHANNELS = ("x", "one", "pos")
 

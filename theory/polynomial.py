@@ -23,7 +23,7 @@ from math import comb
 import numpy as np
 import sympy as sp
 
-from .steps import Step
+from theory.steps import Step
 
 n, s = sp.symbols("n s", positive=True)
 

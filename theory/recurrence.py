@@ -20,7 +20,7 @@ from functools import lru_cache
 import numpy as np
 import sympy as sp
 
-from .steps import Step
+from theory.steps import Step
 
 a, b, x0 = sp.symbols("a b x0", real=True)
 n = sp.symbols("n", integer=True, nonnegative=True)

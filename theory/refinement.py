@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import optimize
 
-from minigpt.data import AffineRecurrence
+from minigpt.tasks.data import AffineRecurrence
 
 KINDS = ("product", "distance")
 ESTIMATES = ("copy", "linear")

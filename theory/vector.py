@@ -34,7 +34,7 @@ from functools import lru_cache
 import numpy as np
 import sympy as sp
 
-from .steps import Step
+from theory.steps import Step
 
 
 # ----------------------------------------------------------------------------- symbols

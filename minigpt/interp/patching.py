@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..data import AffineRecurrence, sample_prior
+from ..tasks.data import AffineRecurrence, sample_prior
 
 WHICH = ("a", "b", "x0")
 

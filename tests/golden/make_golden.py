@@ -8,8 +8,8 @@ the test ``tests/test_training_golden.py`` then pins the new trajectory.  Record
 import json
 import os
 
-from minigpt import presets
-from minigpt.training import train
+from minigpt.tasks import presets
+from minigpt.training.loop import train
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PATH = os.path.join(HERE, "loss_trajectory.json")

@@ -30,7 +30,7 @@ import os
 
 import numpy as np
 
-from .checkpoint import write_text_atomic
+from ..io.checkpoint import write_text_atomic
 
 PROBE_SEED = 24680
 SCORE_KEYS = ("copy", "current", "previous", "sim_effect", "sim_r2", "ov_gain", "ov_r2", "corr_est0", "dc_rel")
@@ -52,8 +52,8 @@ def probe_batch(task, n, seed):
 
 def probe(model, x, y, step):
     """One probe record of ``model`` on ``(x, y)`` (see the module docstring)."""
-    from .interp.head_scores import classify_heads, head_scores
-    from .interp.lens import prediction_lens
+    from ..interp.head_scores import classify_heads, head_scores
+    from ..interp.lens import prediction_lens
 
     x64, y64 = np.asarray(x, np.float64), np.asarray(y, np.float64)
     with np.errstate(all="ignore"):
@@ -162,7 +162,7 @@ def _plt():
 
 
 def _threshold(key):
-    from .interp.head_scores import THRESHOLDS
+    from ..interp.head_scores import THRESHOLDS
 
     return THRESHOLDS[key]
 

@@ -26,7 +26,7 @@ class HookPoint:
         return int(m.group(1)) if m else None
 
 
-def _as_predicate(name_or_predicate) -> Callable[[str], bool]:
+def as_predicate(name_or_predicate) -> Callable[[str], bool]:
     if callable(name_or_predicate):
         return name_or_predicate
     if isinstance(name_or_predicate, str):
@@ -41,9 +41,9 @@ class HookState:
     """The hooks and cache of one forward pass.  ``apply(name, value)`` is the single entry point."""
 
     def __init__(self, fwd_hooks=(), cache: dict | None = None, names_filter=None):
-        self.fwd_hooks = [(_as_predicate(n), fn) for n, fn in fwd_hooks]
+        self.fwd_hooks = [(as_predicate(n), fn) for n, fn in fwd_hooks]
         self.cache = cache
-        self.names_filter = (lambda n: True) if names_filter is None else _as_predicate(names_filter)
+        self.names_filter = (lambda n: True) if names_filter is None else as_predicate(names_filter)
 
     def wants(self, name: str) -> bool:
         """Is anything listening at ``name``?  Lets ops skip activations nobody needs."""
@@ -152,21 +152,21 @@ class ActivationCache:
 
     # TransformerLens-style helpers (implemented in minigpt.interp.resid)
     def accumulated_resid(self, layer=None, incl_mid=False, return_labels=True):
-        from .interp.resid import accumulated_resid
+        from ..interp.resid import accumulated_resid
 
         return accumulated_resid(self, layer, incl_mid, return_labels)
 
     def decompose_resid(self, layer=None, mode="all", incl_embeds=True, return_labels=True):
-        from .interp.resid import decompose_resid
+        from ..interp.resid import decompose_resid
 
         return decompose_resid(self, layer, mode, incl_embeds, return_labels)
 
     def stack_head_results(self, layer=None, return_labels=True, incl_remainder=False):
-        from .interp.resid import stack_head_results
+        from ..interp.resid import stack_head_results
 
         return stack_head_results(self, layer, return_labels, incl_remainder)
 
     def apply_ln_to_stack(self, stack, layer=None):
-        from .interp.resid import apply_ln_to_stack
+        from ..interp.resid import apply_ln_to_stack
 
         return apply_ln_to_stack(self, stack, layer)

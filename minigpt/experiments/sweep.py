@@ -34,7 +34,7 @@ import math
 import os
 import time
 
-from .runner import pool_map, single_thread_env
+from .pool import pool_map, single_thread_env
 
 SWEEP_DIR = "runs/sweep"
 DEFAULT_PROBES = 20  # emergence probes per run when --every is not given: every = steps // 20
@@ -94,7 +94,7 @@ def make_jobs(presets_=("paper",), override_sets=([],), seeds=1, out=SWEEP_DIR, 
     """The jobs of a sweep: every preset x override set x seed.  ``common`` overrides apply to every run;
     ``steps`` is ``train.steps``; ``every`` is the emergence interval K (sets ``train.eval_every``; default
     ``steps // 20``).  Every field is validated here (ValueError) before anything runs."""
-    from . import presets
+    from ..tasks import presets
 
     if seeds < 1:
         raise ValueError(f"--seeds must be at least 1, got {seeds}")
@@ -134,7 +134,7 @@ def _flat_config(spec):
 
 
 def _full_spec(spec):
-    from . import presets
+    from ..tasks import presets
 
     mcfg, tcfg, task = presets.build(spec)
     return _canon({"model": mcfg.to_dict(), "train": tcfg.to_dict(), "data": task.spec()})
@@ -159,11 +159,12 @@ def run_job(job):
     """Train (or resume, or reuse) one run with the emergence probe, analyse it, write its files and return
     ``{"row": row, "state": "trained"|"resumed"|"reused"|"finished", "seconds": ...}``.  Runs in a worker."""
     single_thread_env()
-    from . import emergence, presets
-    from .interp.analysis import analyse
-    from .model import Transformer
-    from .runner import checkpoint_state, train_or_reuse
-    from .training import write_json
+    from . import emergence
+    from ..tasks import presets
+    from .analysis import analyse
+    from ..fast.model import Transformer
+    from .pool import checkpoint_state, train_or_reuse
+    from ..training.loop import write_json
 
     row = finished_row(job)
     if row is not None:
@@ -178,7 +179,7 @@ def run_job(job):
     if before is None:
         keep = None
     else:
-        from .checkpoint import load_checkpoint
+        from ..io.checkpoint import load_checkpoint
 
         keep = int(load_checkpoint(ckpt)[1]["step"])
     probe = emergence.EmergenceProbe(task, seed, job["every"], final_step=tcfg.steps, n=job["probe_n"], path=epath, keep_until=keep)
@@ -205,7 +206,7 @@ def run_job_safe(job):
     """``run_job`` that reports an exception as ``{"error": ...}`` instead of raising (one bad run does not
     stop the sweep; it is retried the next time the sweep runs).  Ctrl-C / SIGTERM still stop the sweep:
     ``TrainingInterrupted`` (the checkpoint is saved, so the rerun resumes) is raised, not reported."""
-    from .training import TrainingInterrupted
+    from ..training.loop import TrainingInterrupted
 
     try:
         return run_job(job)
@@ -292,7 +293,7 @@ def run_sweep(jobs, out=SWEEP_DIR, workers=None, dask=None, log=print):
 
     One sweep per folder: the sweep holds ``out``'s lock (``checkpoint.FolderLock``) while it runs; a second
     sweep into the same folder is refused at once (ValueError naming the holder's process id)."""
-    from .checkpoint import FolderInUseError, FolderLock
+    from ..io.checkpoint import FolderInUseError, FolderLock
 
     os.makedirs(out, exist_ok=True)
     try:
@@ -304,8 +305,8 @@ def run_sweep(jobs, out=SWEEP_DIR, workers=None, dask=None, log=print):
 
 
 def _run_sweep_locked(jobs, out, workers, dask, log):
-    from .checkpoint import remove_stale_temps
-    from .training import write_json
+    from ..io.checkpoint import remove_stale_temps
+    from ..training.loop import write_json
 
     remove_stale_temps(out)
     workers = workers or os.cpu_count() or 1
@@ -341,8 +342,8 @@ def _run_sweep_locked(jobs, out, workers, dask, log):
 
 def write_table(rows, out):
     """``sweep.json`` (a list of rows) and ``sweep.csv`` (columns: the union, in first-seen order) in ``out``."""
-    from .checkpoint import write_text_atomic
-    from .training import write_json
+    from ..io.checkpoint import write_text_atomic
+    from ..training.loop import write_json
 
     write_json(os.path.join(out, "sweep.json"), rows)
     cols = list(dict.fromkeys(k for r in rows for k in r))

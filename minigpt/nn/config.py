@@ -180,3 +180,28 @@ def _check_fields(cls, section, d) -> dict:
         if k not in known:
             raise ValueError(f"unknown field {section}.{cut(k, 60)}; {did_you_mean(section, cut(k, 200), known)}")
     return dict(d)
+
+
+def param_shapes(cfg: ModelConfig) -> dict[str, tuple]:
+    """Every parameter name and its shape, in forward order."""
+    D, H, E, M = cfg.d_model, cfg.n_heads, cfg.d_head, cfg.d_mlp
+    shapes = {"embed.W_E": (cfg.d_in, D), "pos_embed.W_pos": (cfg.n_ctx, D)}
+    ln = cfg.normalization_type == "LN"
+    for l in range(cfg.n_layers):
+        p = f"blocks.{l}."
+        if ln:
+            shapes[p + "ln1.w"], shapes[p + "ln1.b"] = (D,), (D,)
+        for n in "QKV":
+            shapes[p + f"attn.W_{n}"] = (H, D, E)
+        for n in "QKV":
+            shapes[p + f"attn.b_{n}"] = (H, E)
+        shapes[p + "attn.W_O"], shapes[p + "attn.b_O"] = (H, E, D), (D,)
+        if not cfg.attn_only:
+            if ln:
+                shapes[p + "ln2.w"], shapes[p + "ln2.b"] = (D,), (D,)
+            shapes[p + "mlp.W_in"], shapes[p + "mlp.b_in"] = (D, M), (M,)
+            shapes[p + "mlp.W_out"], shapes[p + "mlp.b_out"] = (M, D), (D,)
+    if ln:
+        shapes["ln_final.w"], shapes["ln_final.b"] = (D,), (D,)
+    shapes["unembed.W_U"], shapes["unembed.b_U"] = (D, cfg.d_out), (cfg.d_out,)
+    return shapes

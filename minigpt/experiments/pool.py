@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 
-from .threads import BLAS_ENV
+from ..fast.threads import BLAS_ENV
 
 
 def single_thread_env():
@@ -61,7 +61,7 @@ def checkpoint_state(ckpt, mcfg, tcfg, task):
     """``"done"`` when ``ckpt`` holds a training checkpoint of exactly this run at its last step,
     ``"partial"`` when it holds this run at an earlier step (resumable), ``None`` otherwise (missing,
     unreadable, or another configuration)."""
-    from .checkpoint import load_checkpoint
+    from ..io.checkpoint import load_checkpoint
 
     if not os.path.exists(ckpt):
         return None
@@ -82,9 +82,9 @@ def train_or_reuse(spec, run_dir, callbacks=(), resume_partial=True):
     Returns ``(state, start_step)``: state is ``"reused"``, ``"resumed"`` or ``"trained"``; start_step
     is the step training started from (the checkpoint's step when resuming, 0 when training afresh,
     the final step when reused)."""
-    from . import presets
-    from .checkpoint import load_checkpoint
-    from .training import train
+    from ..tasks import presets
+    from ..io.checkpoint import load_checkpoint
+    from ..training.loop import train
 
     mcfg, tcfg, task = presets.build(spec)
     ckpt = os.path.join(run_dir, "checkpoint.npz")

@@ -42,8 +42,8 @@ from typing import Callable
 
 import numpy as np
 
-from . import baselines
-from .checkpoint import (
+from ..tasks import baselines
+from ..io.checkpoint import (
     CheckpointError,
     FolderInUseError,
     FolderLock,
@@ -54,12 +54,12 @@ from .checkpoint import (
     with_filename,
     write_text_atomic,
 )
-from .config import ModelConfig, TrainConfig
-from .config import cut as _cut
-from .data import AffineRecurrence
-from .model import Transformer
-from .optim import AdamW, clip_grad_norm, lr_at
-from .threads import resolve_threads, usable_cores
+from ..nn.config import ModelConfig, TrainConfig
+from ..nn.config import cut as _cut
+from ..tasks.data import AffineRecurrence
+from ..fast.model import Transformer
+from ..nn.optim import AdamW, clip_grad_norm, lr_at
+from ..fast.threads import resolve_threads, usable_cores
 
 CHECKPOINT = "checkpoint.npz"
 METRICS = "metrics.jsonl"
@@ -184,7 +184,7 @@ def _check_args(model_cfg, train_cfg, task, resume, force, callbacks):
     for cb in callbacks:
         if not callable(cb):
             raise TypeError(f"callbacks must be callables fn(step, model, record), got {cb!r}")
-    from .presets import check_compatible
+    from ..tasks.presets import check_compatible
 
     check_compatible(model_cfg, task)
 
@@ -469,6 +469,6 @@ def load_run_spec(out_dir) -> dict:
     _, meta = load_checkpoint(path)
     if "step" not in meta:
         raise CheckpointError(f"{path}: a bare model file, not a training checkpoint; it cannot be resumed")
-    from .checkpoint import _tuples
+    from ..io.checkpoint import _tuples
 
-    return {"model": dict(meta["model"]), "train": dict(meta["train"]), "data": _tuples(meta["data"])}
+    return {"model": dict(meta["model"]), "train": dict(meta["train"]), "data": data_from_record(meta["data"])}

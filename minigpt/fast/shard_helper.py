@@ -7,7 +7,7 @@ import sys
 
 def main():  # pragma: no cover - runs in the helper process
     try:
-        from minigpt.shardpool import helper_main
+        from .shardpool import helper_main
     except BaseException:  # interrupted or broken while importing: nobody is waiting for a traceback
         os._exit(1)
     helper_main(int(sys.argv[1]))

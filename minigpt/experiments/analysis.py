@@ -6,12 +6,12 @@ import os
 
 import numpy as np
 
-from .. import baselines
-from .ablation import head_ablation, layer_ablation
+from ..tasks import baselines
+from ..interp.ablation import head_ablation, layer_ablation
 from .claims import claims as claims_v2
-from .head_scores import COLUMNS, classify_heads, head_scores
-from .lens import prediction_lens, probe_lens
-from .patching import WHICH, make_pairs, patch_heads, patch_resid
+from ..interp.head_scores import COLUMNS, classify_heads, head_scores
+from ..interp.lens import prediction_lens, probe_lens
+from ..interp.patching import WHICH, make_pairs, patch_heads, patch_resid
 
 EVAL_SEED = 12345
 CLAIMS_STREAM = 7  # random stream of the claims-v2 batch (patching uses 0..2)
@@ -157,8 +157,8 @@ def idealised_fits(model, x, res, n_fit=128, t_min=1):
     """
     from theory.heads import fit_similarity_pattern, positional_bias, previous_token_head, similarity_head, similarity_pattern
 
-    from .attribution import head_direct
-    from .head_scores import pattern_score
+    from ..interp.attribution import head_direct
+    from ..interp.head_scores import pattern_score
 
     xf = np.asarray(x[:n_fit], np.float64)
     _, cache = model.run_with_cache(xf)
@@ -218,7 +218,7 @@ def analyse(model, task, n_eval=1024, n_scores=512, n_abl=512, n_patch=128, fig_
     except Exception as e:
         res["baseline_closed"] = None
         res["closed_error"] = f"{type(e).__name__}: {e}"
-    from .plots import bootstrap_band
+    from ..interp.plots import bootstrap_band
 
     res["mse_band"] = {}
     for k, v in sq.items():
@@ -314,8 +314,8 @@ def claim_tests(res):
 
 
 def make_figures(model, res, sq, cache, x, fig_dir, label):
-    from . import plots
-    from .head_scores import head_labels, similarity_fit  # noqa: F401
+    from ..interp import plots
+    from ..interp.head_scores import head_labels, similarity_fit  # noqa: F401
 
     cfg = model.cfg
     L, H, T = cfg.n_layers, cfg.n_heads, x.shape[1]

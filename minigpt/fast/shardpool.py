@@ -1,4 +1,4 @@
-"""Helper processes that compute the loss and gradients of batch shards, for ``loss_and_grad(threads=n)``.
+"""Helper processes that compute the loss and gradients of batch shards, for ``minigpt.fast.sharded.ShardedStep``.
 
 Why processes and not threads: a step is hundreds of numpy calls, and each takes Python's GIL for a few
 microseconds.  Two threads stepping side by side hand the GIL back and forth hundreds of times per step,
@@ -39,21 +39,23 @@ from multiprocessing.reduction import recv_handle, send_handle
 
 import numpy as np
 
-from .config import ModelConfig
+from ..nn.config import ModelConfig, param_shapes
+from ..nn.model import Transformer
+from . import ops, step
 from .threads import BLAS_ENV
 
 STARTUP_TIMEOUT = 120  # seconds a helper may take to start (import numpy, scipy, minigpt)
 # a helper's first lines: ignore Ctrl-C/SIGTERM before importing anything, exit quietly if interrupted or
-# killed while importing (see minigpt._shard_helper)
+# killed while importing (see minigpt.fast.shard_helper)
 HELPER_CODE = (
     "import os, signal\n"
     "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
     "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
     "try:\n"
-    "    from minigpt import _shard_helper\n"
+    "    from minigpt.fast import shard_helper\n"
     "except BaseException:\n"
     "    os._exit(1)\n"
-    "_shard_helper.main()\n"
+    "shard_helper.main()\n"
 )
 
 
@@ -72,8 +74,6 @@ def warn_once(message: str):
 
 def _layout(cfg: ModelConfig):
     """[(name, shape, offset, size)] of every parameter in one flat block, and the block's length."""
-    from .model import param_shapes
-
     out, off = [], 0
     for name, shape in param_shapes(cfg).items():
         size = int(np.prod(shape))
@@ -124,7 +124,7 @@ def _anonymous_fd(size: int) -> int:
     return fd
 
 
-def helper_main(fd: int):  # pragma: no cover - runs in the helper process (python -m minigpt._shard_helper FD)
+def helper_main(fd: int):  # pragma: no cover - runs in the helper process (python -m minigpt.fast.shard_helper FD)
     """A helper's loop: wait for a shard, compute it, write its gradients, answer with its loss.  Never
     prints a traceback: when the caller is gone (its socket closed, at any point, start-up included) the
     helper exits quietly."""
@@ -148,11 +148,9 @@ def _serve(conn):  # pragma: no cover - runs in the helper process
     cfg_dict, nbytes = conn.recv()
     params_blk = Block.from_fd(recv_handle(conn), nbytes)
     grads_blk = Block.from_fd(recv_handle(conn), nbytes)
-    from .model import Transformer
-
     cfg = ModelConfig(**cfg_dict)
     layout, _ = _layout(cfg)
-    model = Transformer(cfg, seed=0)
+    model = Transformer(cfg, seed=0, ops=ops)
     model.params = _views(params_blk.buf, layout, cfg.dtype)
     grads_out = _views(grads_blk.buf, layout, cfg.dtype)
     conn.send(("ready", None))
@@ -181,7 +179,7 @@ def _helper_step(model, buf, x_shape, t_shape, rows, batch, errstate, grads_out)
     x = np.ndarray(x_shape, dtype=dtype, buffer=buf)
     t = np.ndarray(t_shape, dtype=dtype, buffer=buf, offset=x.nbytes)
     with np.errstate(**errstate):
-        loss, grads = model._shard_loss_and_grad(x[rows], t[rows], (rows.stop - rows.start) / batch)
+        loss, grads = step.loss_and_grad(model, x[rows], t[rows], (rows.stop - rows.start) / batch)
     for k, v in grads.items():
         np.copyto(grads_out[k], v)
     return loss
@@ -208,7 +206,7 @@ class ShardPool:
             for g in grads_blk:
                 ours, theirs = socket.socketpair()
                 with theirs:
-                    # a fresh interpreter running minigpt._shard_helper: unlike multiprocessing's spawn it
+                    # a fresh interpreter running minigpt.fast.shard_helper: unlike multiprocessing's spawn it
                     # does not re-run the caller's __main__ (a script without a main guard would recurse)
                     p = subprocess.Popen([sys.executable, "-c", HELPER_CODE, str(theirs.fileno())],
                                          pass_fds=[theirs.fileno()], env=env, stdin=subprocess.DEVNULL)

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .ablation import head_ablation
-from .attribution import head_direct
+from ..interp.ablation import head_ablation
+from ..interp.attribution import head_direct
 
 T_MIN = 2
 OFFSETS = (0, 1, 2)  # k: the copied term is x_{t-k}

@@ -49,7 +49,9 @@ import zipfile
 
 import numpy as np
 
-from .config import short_repr as _short
+from ..nn.config import ModelConfig, TrainConfig, param_shapes
+from ..nn.config import short_repr as _short
+from ..tasks.presets import build_task, data_from_record
 
 FORMAT = "minigpt-checkpoint"
 VERSION = 2  # 2: the SHA-256 also covers the JSON record; 1 (arrays only) is still read
@@ -318,9 +320,6 @@ def expected_arrays(path, meta: dict):
     moments for a training checkpoint), or None when the record has no model config."""
     if "model" not in meta:
         return None
-    from .config import ModelConfig
-    from .model import param_shapes
-
     try:
         cfg = ModelConfig.from_dict(meta["model"])
     except (ValueError, TypeError) as e:
@@ -536,8 +535,6 @@ def validate_contents(path, arrays: dict, meta: dict) -> None:
     expected = expected_arrays(path, meta)
     if expected is None:
         return
-    from .config import TrainConfig
-
     training = "step" in meta
     for name, (dtype, shape) in expected.items():
         if name not in arrays:
@@ -564,9 +561,7 @@ def validate_contents(path, arrays: dict, meta: dict) -> None:
     if step > tcfg.steps:
         raise _schema_error(path, f"step {step} is beyond train.steps = {tcfg.steps}")
     try:
-        from .presets import build_task
-
-        build_task(_tuples(meta.get("data")))
+        build_task(data_from_record(meta.get("data")))
     except (ValueError, TypeError) as e:
         raise _schema_error(path, f"invalid data config in the record ({e})") from None
     rng = meta.get("rng")
@@ -580,10 +575,3 @@ def validate_contents(path, arrays: dict, meta: dict) -> None:
     shards = meta.get("shards", 1)  # absent in checkpoints written before the shard count was recorded
     if isinstance(shards, bool) or not isinstance(shards, int) or not 1 <= shards <= MAX_SHARDS:
         raise _schema_error(path, f"shards must be an integer in [1, {MAX_SHARDS}], got {_short(shards)}")
-
-
-def _tuples(data):
-    """JSON turns prior tuples into lists; turn them back."""
-    if not isinstance(data, dict):
-        return data
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}

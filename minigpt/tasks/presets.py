@@ -84,7 +84,7 @@ def _data_fields() -> set:
 
 def apply_overrides(spec: dict, overrides) -> dict:
     """Apply ``section.field=value`` strings to a preset spec; unknown sections or fields raise ValueError."""
-    from .config import ModelConfig, TrainConfig, did_you_mean
+    from ..nn.config import ModelConfig, TrainConfig, did_you_mean
 
     if isinstance(overrides, str):
         raise ValueError("overrides must be a list of section.field=value strings, not one string")
@@ -175,7 +175,7 @@ def build_task(data_spec):
     """A task from the ``data`` section of a spec (``data.make_task`` when the task registry exists,
     else an ``AffineRecurrence``); ValueError for unknown or bad fields."""
     from . import data
-    from .config import did_you_mean
+    from ..nn.config import did_you_mean
 
     if not isinstance(data_spec, dict):
         raise ValueError(f"the data section must be a mapping of field -> value, got {type(data_spec).__name__}")
@@ -198,7 +198,7 @@ def build(spec: dict):
 
     Every field is validated (ValueError naming it); the data must fit the context and must not
     overflow the model's dtype within the sequence length (``check_overflow``)."""
-    from .config import ModelConfig, TrainConfig
+    from ..nn.config import ModelConfig, TrainConfig
 
     if not isinstance(spec, dict):
         raise ValueError(f"a spec is a mapping with sections {', '.join(SECTIONS)}, got {type(spec).__name__}")
@@ -210,3 +210,11 @@ def build(spec: dict):
     data = build_task(spec.get("data", {}))
     check_compatible(mcfg, data)
     return mcfg, tcfg, data
+
+
+def data_from_record(data):
+    """A data spec read back from JSON (a checkpoint's or config.json's record): JSON turns the priors'
+    tuples into lists; turn them back."""
+    if not isinstance(data, dict):
+        return data
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}

@@ -1,4 +1,4 @@
-"""The GPT-style transformer for real-valued sequences, forward and hand-written backward.
+"""The GPT-style transformer for real-valued sequences, forward and hand-written backward (the textbook model).
 
     resid_0    = x W_E + W_pos[:T]                               hook_embed, hook_pos_embed
     for each block l (GPT-2 pre-LN order):
@@ -7,45 +7,21 @@
     prediction = LN_final(resid) W_U + b_U                        [batch, pos(, d_out)]
 
 Position t predicts term t + 1.  Parameters live in one flat dict with TransformerLens names.
-The backward (``_backward``) is the forward read in reverse, op by op.
+The backward (``backward_pass``) is the forward (``forward_pass``) read in reverse, op by op.
+The model runs on any op set with the functions of ``minigpt.nn.ops``; speed (buffer reuse, sharding the
+batch over processes) lives in ``minigpt.fast``, saving and loading in ``minigpt.io``.
 """
 from __future__ import annotations
 
 import contextlib
 import json
+from types import ModuleType
 
 import numpy as np
 
-from . import ops
-from .config import ModelConfig
-from .hooks import ActivationCache, HookState
-from .shardpool import ShardPoolError, drop_pool, get_pool, warn_once
-from .threads import limit_blas_threads, resolve_threads, shards
-
-
-def param_shapes(cfg: ModelConfig) -> dict[str, tuple]:
-    """Every parameter name and its shape, in forward order."""
-    D, H, E, M = cfg.d_model, cfg.n_heads, cfg.d_head, cfg.d_mlp
-    shapes = {"embed.W_E": (cfg.d_in, D), "pos_embed.W_pos": (cfg.n_ctx, D)}
-    ln = cfg.normalization_type == "LN"
-    for l in range(cfg.n_layers):
-        p = f"blocks.{l}."
-        if ln:
-            shapes[p + "ln1.w"], shapes[p + "ln1.b"] = (D,), (D,)
-        for n in "QKV":
-            shapes[p + f"attn.W_{n}"] = (H, D, E)
-        for n in "QKV":
-            shapes[p + f"attn.b_{n}"] = (H, E)
-        shapes[p + "attn.W_O"], shapes[p + "attn.b_O"] = (H, E, D), (D,)
-        if not cfg.attn_only:
-            if ln:
-                shapes[p + "ln2.w"], shapes[p + "ln2.b"] = (D,), (D,)
-            shapes[p + "mlp.W_in"], shapes[p + "mlp.b_in"] = (D, M), (M,)
-            shapes[p + "mlp.W_out"], shapes[p + "mlp.b_out"] = (M, D), (D,)
-    if ln:
-        shapes["ln_final.w"], shapes["ln_final.b"] = (D,), (D,)
-    shapes["unembed.W_U"], shapes["unembed.b_U"] = (D, cfg.d_out), (cfg.d_out,)
-    return shapes
+from . import ops as reference_ops
+from .config import ModelConfig, param_shapes
+from .hooks import ActivationCache, HookState, as_predicate
 
 
 def is_weight_matrix(name: str) -> bool:
@@ -70,17 +46,27 @@ def init_params(cfg: ModelConfig, rng: np.random.Generator) -> dict[str, np.ndar
 
 
 class Transformer:
-    """``model = Transformer(cfg, seed=0)``; ``model(x)``; ``model.loss_and_grad(x, target)``."""
+    """``model = Transformer(cfg, seed=0)``; ``model(x)``; ``model.loss_and_grad(x, target)``.
 
-    def __init__(self, cfg: ModelConfig, seed: int = 0):
+    ``ops``: the op set the forward and backward call, a module with the functions of ``minigpt.nn.ops``
+    (the default, the plain reference ops) or ``minigpt.fast.ops`` (the speed kernels, checked against them).
+    ``minigpt.Transformer`` is this model on the fast ops (``minigpt.fast.model``)."""
+
+    def __init__(self, cfg: ModelConfig, seed: int = 0, ops: ModuleType | None = None):
         if not isinstance(cfg, ModelConfig):
             raise TypeError(f"cfg must be a minigpt.ModelConfig, got {type(cfg).__name__}")
         self.cfg = cfg
+        self.ops = reference_ops if ops is None else ops
         self.params = init_params(cfg, np.random.default_rng(seed))
         self._fwd_hooks: list = []
 
+    @property
+    def has_hooks(self) -> bool:
+        """Whether hooks are registered (``with model.hooks(...)``): they apply to every forward pass."""
+        return bool(self._fwd_hooks)
+
     # ------------------------------------------------------------------ inputs
-    def _prepare(self, x, name="x"):
+    def prepare(self, x, name="x"):
         """Check an input ``[batch, pos]`` or ``[batch, pos, d_in]``; return ``[batch, pos, d_in]`` in dtype."""
         cfg = self.cfg
         x = np.asarray(x)
@@ -101,7 +87,7 @@ class Transformer:
             raise ValueError(f"{name} contains NaN or infinite values")
         return x
 
-    def _prepare_target(self, target, pred_shape):
+    def prepare_target(self, target, pred_shape):
         t = np.asarray(target)
         if t.dtype.kind not in "fiu":
             raise ValueError(f"target must hold real numbers, got dtype {t.dtype}")
@@ -114,9 +100,9 @@ class Transformer:
         return t
 
     # ------------------------------------------------------------------ forward
-    def _forward(self, x, state: HookState | None = None):
+    def forward_pass(self, x, state: HookState | None = None):
         """x [B, T, d_in] -> (pred [B, T, d_out], caches for the backward)."""
-        cfg, P = self.cfg, self.params
+        cfg, P, ops = self.cfg, self.params, self.ops
         ln = cfg.normalization_type == "LN"
         H = (lambda name, v: v) if state is None else state.apply
         ctx = (lambda prefix: None) if state is None else state.context
@@ -155,9 +141,9 @@ class Transformer:
         pred, C["unembed"] = ops.linear_forward(h, P["unembed.W_U"], P["unembed.b_U"])  # [B, T, d_out]
         return pred, C
 
-    def _backward(self, dpred, C, record=None):
+    def backward_pass(self, dpred, C, record=None):
         """The forward read in reverse.  dpred [B, T, d_out] -> grads dict keyed like ``params``."""
-        cfg = self.cfg
+        cfg, ops = self.cfg, self.ops
         ln = cfg.normalization_type == "LN"
         rec = (lambda prefix: None) if record is None else (lambda prefix: lambda n, g: record(prefix + n, g))
         R = (lambda n, g: None) if record is None else record
@@ -219,7 +205,7 @@ class Transformer:
 
     def __call__(self, x):
         """x [batch, pos] or [batch, pos, d_in] -> predictions [batch, pos] or [batch, pos, d_out]."""
-        pred, _ = self._forward(self._prepare(x), self._state())
+        pred, _ = self.forward_pass(self.prepare(x), self._state())
         return self._output(pred)
 
     forward = __call__
@@ -227,88 +213,43 @@ class Transformer:
     def loss(self, x, target) -> float:
         """mean((model(x) - target)^2) over every element."""
         pred = self(x)
-        return ops.mse_forward(pred, self._prepare_target(target, pred.shape))[0]
+        return self.ops.mse_forward(pred, self.prepare_target(target, pred.shape))[0]
 
-    def loss_and_grad(self, x, target, threads=1):
-        """(loss, grads): the MSE and its gradient for every parameter (same keys and shapes).
-
-        ``threads``: cut the batch into that many shards and compute them side by side, this process and
-        ``threads - 1`` helper processes ("auto": as many as BLAS would use; see ``minigpt.shardpool``).
-        The loss and gradients are the shards' sums, each weighted by its share of the batch: the one-thread
-        numbers up to float rounding.  With hooks registered (``model.hooks``) the step runs here alone,
-        so every hook sees the whole batch."""
-        x = self._prepare(x)
+    def loss_and_grad(self, x, target):
+        """(loss, grads): the MSE and its gradient for every parameter (same keys and shapes)."""
+        x = self.prepare(x)
         B, T = x.shape[:2]
-        t = self._prepare_target(target, (B, T) if self.cfg.d_out == 1 else (B, T, self.cfg.d_out))
-        parts = shards(B, 1 if self._fwd_hooks else resolve_threads(threads))
-        pool = None
-        if len(parts) > 1:
-            try:
-                pool = get_pool(self.cfg, len(parts) - 1)
-            except ShardPoolError as e:  # e.g. no shared memory here: compute on one thread
-                warn_once(f"minigpt: {e}; computing on one thread")
-        if pool is None:
-            return self._shard_loss_and_grad(x, t, 1.0)
-        try:
-            with pool.lock:
-                return self._loss_and_grad_with_helpers(pool, x, t, parts)
-        except (ShardPoolError, OSError):  # a helper died or its pipe broke: start afresh next time
-            drop_pool(pool)
-            raise
+        t = self.prepare_target(target, (B, T) if self.cfg.d_out == 1 else (B, T, self.cfg.d_out))
+        return self.batch_loss_and_grad(x, t)
 
-    def _loss_and_grad_with_helpers(self, pool, x, t, parts):
-        """Shard 0 here, shards 1, 2, ... in the pool's helpers; the sum of their scaled losses and grads."""
-        B = x.shape[0]
-        pool.submit(self.params, x, t, parts[1:])  # the helpers start on shards 1, 2, ...
-        first = parts[0]
-        try:
-            with limit_blas_threads(1):  # the helpers have the other cores
-                loss, grads = self._shard_loss_and_grad(x[first], t[first], (first.stop - first.start) / B)
-        except BaseException:
-            pool.collect(len(parts) - 1, raise_errors=False)  # wait for the helpers, then raise our error
-            raise
-        for shard_loss, g in pool.collect(len(parts) - 1):  # in shard order: the same numbers every run
-            loss += shard_loss
-            for k, v in g.items():  # v is a view of the helper's shared block, valid until the next submit
-                grads[k] += v
-        return loss, grads
-
-    def _shard_loss_and_grad(self, x, t, share):
-        """The loss of x [b, T, d_in] against t and its gradients, both scaled by ``share`` (the shard's
-        part of the batch)."""
-        with ops.using(self._workspace(x.shape)):  # the ops reuse last step's arrays (see ops.Workspace)
-            pred, C = self._forward(x, self._state())
-            loss, c = ops.mse_forward(self._output(pred), t)
-            dpred = ops.mse_backward(c).reshape(pred.shape)  # [b, T, d_out]  d (shard mean) / d pred
-            if share != 1:
-                dpred *= share  # d (batch mean) / d pred
-            return loss * share, self._backward(dpred, C)
-
-    def _workspace(self, shape):
-        """The arrays ``loss_and_grad`` reuses from step to step; a new input shape starts a new workspace."""
-        ws = getattr(self, "_ws", None)
-        if ws is None or ws[0] != shape:
-            ws = self._ws = (shape, ops.Workspace())
-        return ws[1]
+    def batch_loss_and_grad(self, x, t, share=1.0):
+        """The loss of a checked batch x [b, T, d_in] (from ``prepare``) against t and its gradients, both
+        scaled by ``share``: a shard's part of a larger batch (``minigpt.fast.sharded``), 1 for a whole batch."""
+        pred, C = self.forward_pass(x, self._state())  # [b, T, d_out]
+        loss, c = self.ops.mse_forward(self._output(pred), t)
+        dpred = self.ops.mse_backward(c).reshape(pred.shape)  # [b, T, d_out]  d (shard mean) / d pred
+        if share != 1:
+            dpred *= share  # d (batch mean) / d pred
+        return loss * share, self.backward_pass(dpred, C)
 
     def run_with_cache(self, x, names_filter=None, incl_bwd=False, target=None):
         """(predictions, ActivationCache).  With ``incl_bwd=True`` the cache also holds ``name + "_grad"``,
         the gradient of the MSE against ``target`` with respect to each cached activation."""
         store: dict = {}
         state = self._state(cache=store, names_filter=names_filter)
-        pred, C = self._forward(self._prepare(x), state)
+        pred, C = self.forward_pass(self.prepare(x), state)
         out = self._output(pred)
         if incl_bwd:
             if target is None:
                 raise ValueError("run_with_cache(incl_bwd=True) needs a target to differentiate the loss")
-            _, c = ops.mse_forward(out, self._prepare_target(target, out.shape))
+            _, c = self.ops.mse_forward(out, self.prepare_target(target, out.shape))
             grads: dict = {}
 
             def record(name, g):
                 if name in store:
                     grads[name + "_grad"] = np.array(g)
 
-            self._backward(ops.mse_backward(c).reshape(pred.shape), C, record)
+            self.backward_pass(self.ops.mse_backward(c).reshape(pred.shape), C, record)
             for name in list(store):  # gradients follow activations, in forward order
                 if name + "_grad" in grads:
                     store[name + "_grad"] = grads[name + "_grad"]
@@ -316,7 +257,7 @@ class Transformer:
 
     def run_with_hooks(self, x, fwd_hooks=()):
         """Forward pass with ``fwd_hooks = [(name_or_predicate, fn)]``, ``fn(activation, hook) -> new | None``."""
-        pred, _ = self._forward(self._prepare(x), self._state(fwd_hooks))
+        pred, _ = self.forward_pass(self.prepare(x), self._state(fwd_hooks))
         return self._output(pred)
 
     @contextlib.contextmanager
@@ -324,9 +265,7 @@ class Transformer:
         """``with model.hooks(fwd_hooks=[...]):`` hooks apply to every call inside, and are always removed."""
         added = list(fwd_hooks)
         for n, _ in added:
-            from .hooks import _as_predicate
-
-            _as_predicate(n)  # validate early
+            as_predicate(n)  # validate early
         self._fwd_hooks.extend(added)
         try:
             yield self
@@ -344,34 +283,6 @@ class Transformer:
 
     def num_params(self) -> int:
         return int(sum(v.size for v in self.params.values()))
-
-    # ------------------------------------------------------------------ persistence
-    def save(self, path):
-        """One ``.npz``: parameters under their names, the config as JSON (written atomically)."""
-        from .checkpoint import save_checkpoint
-
-        save_checkpoint(path, self.params, {"model": self.cfg.to_dict()})
-
-    @classmethod
-    def load(cls, path):
-        """Load a model saved by ``save`` (or a training checkpoint); never unpickles."""
-        from .checkpoint import load_checkpoint
-
-        arrays, meta = load_checkpoint(path)
-        if "model" not in meta:
-            raise ValueError(f"{path}: not a minigpt checkpoint (no model config)")
-        cfg = ModelConfig(**meta["model"])
-        model = cls(cfg, seed=0)
-        expected = param_shapes(cfg)
-        missing = [k for k in expected if "params/" + k not in arrays]
-        if missing:
-            raise ValueError(f"{path}: checkpoint lacks parameter {missing[0]!r}")
-        for k, shape in expected.items():
-            a = arrays["params/" + k]
-            if a.shape != shape or a.dtype != np.dtype(cfg.dtype):
-                raise ValueError(f"{path}: parameter {k!r} has shape {a.shape} {a.dtype}, expected {shape} {cfg.dtype}")
-            model.params[k] = a
-        return model
 
     def __repr__(self):
         return f"Transformer({json.dumps(self.cfg.to_dict())}, {self.num_params()} parameters)"

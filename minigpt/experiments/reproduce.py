@@ -51,7 +51,7 @@ QUICK_SIZES = dict(n_eval=512, n_scores=256, n_abl=256, n_patch=64)  # --quick: 
 
 
 def _spec(overrides, steps, seed, preset="paper"):
-    from . import presets
+    from ..tasks import presets
 
     spec = presets.apply_overrides(presets.get_preset(preset), list(overrides) + [f"train.steps={steps}", f"train.seed={seed}"])
     spec["train"]["checkpoint_every"] = steps  # one checkpoint at the end
@@ -63,10 +63,10 @@ def run_job(job):
     """Train (or reuse) one run and analyse it.  Runs in a worker process; returns the analysis dict.
     ``job["progress"]`` (optional, a queue): receives ``(run_dir, steps done)`` after every evaluation and at the end."""
     _single_thread_env()
-    from .checkpoint import load_checkpoint
-    from .interp.analysis import analyse
-    from .model import Transformer
-    from .presets import build_task
+    from ..io.checkpoint import load_checkpoint
+    from .analysis import analyse
+    from ..fast.model import Transformer
+    from ..tasks.presets import build_task
 
     t0 = time.time()
     run_dir, spec = job["run_dir"], job.get("spec")
@@ -176,7 +176,7 @@ def _logger(args):
 
 
 def run_quick(args) -> int:
-    from .interp.report import write_report
+    from .report import write_report
 
     root = args.out
     out = os.path.join(root, QUICK_OUT)
@@ -206,7 +206,7 @@ def run_quick(args) -> int:
 
 
 def run_full(args) -> int:
-    from .interp.report import verdicts, write_report
+    from .report import verdicts, write_report
 
     out = args.out
     fig_dir = os.path.join(out, "figures")
@@ -259,11 +259,11 @@ def run_full(args) -> int:
 def _story_model(args, out, log):
     """The model of the story: the checkpoint given (``--from-checkpoint``), or one ``paper`` seed trained here with a
     progress bar (reused if ``<out>/train`` already holds that finished run).  Returns (model, task, meta, source)."""
-    from . import presets
-    from .checkpoint import load_checkpoint
-    from .model import Transformer
-    from .runner import checkpoint_state
-    from .training import train
+    from ..tasks import presets
+    from ..io.checkpoint import load_checkpoint
+    from ..fast.model import Transformer
+    from .pool import checkpoint_state
+    from ..training.loop import train
 
     if args.from_checkpoint:
         path = args.from_checkpoint
@@ -299,7 +299,7 @@ def _story_model(args, out, log):
 
 def run_story(args) -> int:
     """Train (or load) one model, measure the story, print it, write STORY.md and its figures."""
-    from .interp import story
+    from . import story
 
     out = args.out
     log = _logger(args)
@@ -352,7 +352,7 @@ def rerender(runs="runs", out="report", settings=None, command=None):
     """Rewrite ``out/REPORT.md`` from saved analyses (no training, no analysis).  Fields added to the analysis after
     the runs were made (idealised-head fits, closed-form baselines, bootstrap bands) are left out of the report with
     a note when absent.  Returns the report's path."""
-    from .interp.report import write_report
+    from .report import write_report
 
     groups = load_analyses(runs, settings)
     if not groups:
