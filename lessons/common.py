@@ -37,13 +37,10 @@ def n(full, fast):
 
 def load_paper_model():
     """(model, task): the shipped ``paper`` preset checkpoint, seed 0 (2000 steps), and the task it was trained on."""
-    from minigpt.io.checkpoint import load_checkpoint
-    from minigpt.fast.model import Transformer
-    from minigpt.tasks.presets import build_task
-
     if not os.path.exists(CHECKPOINT):
         raise SystemExit(f"lessons need the shipped checkpoint {os.path.relpath(CHECKPOINT, ROOT)}; "
                          "train it with: minigpt train --preset paper --out runs/paper && cp runs/paper/checkpoint.npz " + os.path.relpath(CHECKPOINT, ROOT))
-    _, meta = load_checkpoint(CHECKPOINT)
-    task = build_task({k: tuple(v) if isinstance(v, list) else v for k, v in meta["data"].items()})
-    return Transformer.load(CHECKPOINT), task
+    from minigpt.training import load_run  # after the sys.path line above: the lessons run from a checkout too
+
+    run = load_run(CHECKPOINT)
+    return run.model, run.task

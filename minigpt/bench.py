@@ -19,13 +19,19 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
+import tracemalloc  # numpy reports its allocations to tracemalloc: the peak of one minigpt step
 
 import numpy as np
 
-from .fast.threads import BLAS_ENV, blas_threads
+from .fast.model import Transformer
+from .fast.shardpool import get_pool, helper_pids
+from .fast.threads import BLAS_ENV, blas_threads, default_threads
+from .nn.optim import AdamW, clip_grad_norm
+from .tasks import presets
 
 CONFIGS = {
     "paper": {"desc": "paper preset: 3 layers, d_model 64, 4 heads, d_mlp 256", "model": {}},
@@ -40,9 +46,6 @@ BLOCK = 3  # steps per framework per round, back to back; the first of each bloc
 # ----------------------------------------------------------------------------- the two models
 def build_minigpt(config: str, seed: int = 0):
     """(model, optimizer, task) for a named configuration."""
-    from .tasks import presets
-    from .fast.model import Transformer
-    from .nn.optim import AdamW
 
     spec = presets.get_preset("paper")
     spec["model"].update(CONFIGS[config]["model"])
@@ -53,7 +56,6 @@ def build_minigpt(config: str, seed: int = 0):
 
 
 def minigpt_step(model, opt, x, y):
-    from .nn.optim import clip_grad_norm
 
     loss, grads = model.loss_and_grad(x, y, threads="auto")
     clip_grad_norm(grads, 1.0)
@@ -174,7 +176,6 @@ def matmul_peak_gflops(n=1024, repeats=5) -> float:
 
 def _helpers_cpu() -> float:
     """CPU seconds used so far by minigpt's shard helper processes (``minigpt.shardpool``), from /proc."""
-    from .fast.shardpool import helper_pids
 
     total = 0.0
     for pid in helper_pids():
@@ -207,7 +208,6 @@ def _peak_rss_mb(pid="self", field="VmHWM") -> float:
         pass
     if pid != "self":
         return 0.0
-    import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
@@ -229,8 +229,6 @@ def worker(config: str, threads: int, steps: int, which: str = "both") -> dict:
             xt, yt = torch.from_numpy(x[..., None]), torch.from_numpy(y[..., None])
             fn = lambda: torch_step(net, topt, xt, yt)  # noqa: E731
         else:
-            from .fast.shardpool import get_pool, helper_pids
-            from .fast.threads import default_threads
 
             n = default_threads()
             if n > 1:  # start the helpers first: their growth is counted from their start-up
@@ -282,7 +280,6 @@ def worker(config: str, threads: int, steps: int, which: str = "both") -> dict:
         res[name] = {"wall_ms": 1e3 * mw, "cpu_ms": 1e3 * mc, "tokens_per_s": B * T / mw,
                      "wall_ms_all": [round(1e3 * v, 2) for v in wall[name]]}
     res["minigpt"]["gflops"] = flops / (res["minigpt"]["wall_ms"] / 1e3) / 1e9
-    import tracemalloc  # numpy reports its allocations to tracemalloc: the peak of one minigpt step
 
     tracemalloc.start()
     minigpt_step(model, opt, x, y)

@@ -9,11 +9,27 @@ import json
 import os
 import re
 import sys
+import warnings
 
 import numpy as np
 
+from . import __version__
+from .experiments.sweep import main as sweep_main
+from .fast.threads import usable_cores
+from .io.checkpoint import CheckpointError, write_text_atomic
+from .nn.config import ModelConfig, did_you_mean
 from .nn.config import cut as _cut
-
+from .nn.gradcheck import format_report, gradcheck_config
+from .tasks import baselines, presets
+from .tasks.presets import parse_value
+from .training.loop import (
+    TrainingError,
+    TrainingInterrupted,
+    load_run_spec,
+    mse_by_position,
+    train,
+)
+from .training.run import load_run
 
 MAX_EVAL_N = 1_000_000  # held-out sequences for ``minigpt eval --n``
 INTERNAL_ERROR = 70  # EX_SOFTWARE: a bug in minigpt, not a user error
@@ -39,7 +55,6 @@ def _short_errors(fn):
     """Run ``fn(args)``; an error message that echoes a huge value (a long --set, a long path) comes out
     with every token longer than ``LONG_TOKEN`` characters cut to its first 80, and at most
     ``MAX_ERROR_CHARS`` in all (the field it names comes first, so it stays)."""
-    from .training.loop import TrainingError
 
     @functools.wraps(fn)
     def run(args):
@@ -60,8 +75,6 @@ MAX_ERROR_CHARS = 400
 
 @_short_errors
 def cmd_train(args) -> int:
-    from .tasks import presets
-    from .training.loop import load_run_spec, train
 
     if args.resume and args.force:
         raise UsageError("--resume and --force contradict each other: pick one")
@@ -91,7 +104,6 @@ def cmd_train(args) -> int:
 
 def _threads_arg(value):
     """``--threads``: None (not given), "auto" or a positive integer up to the usable cores."""
-    from .fast.threads import usable_cores
 
     if value is None or value == "auto":
         return value
@@ -129,7 +141,6 @@ def _nesting(text):
 def _set_args(items):
     """Check every ``--set SECTION.FIELD=VALUE`` before it is parsed: a value too long, too deeply nested or
     with too many digits gets a one-line error naming the field (and at most 80 characters of the value)."""
-    from .tasks.presets import parse_value
 
     for item in items:
         key, _, value = item.partition("=")
@@ -150,24 +161,15 @@ def _set_args(items):
 # ----------------------------------------------------------------------------- eval
 @_short_errors
 def cmd_eval(args) -> int:
-    from .tasks import baselines, presets
-    from .io.checkpoint import load_checkpoint
-    from .io.checkpoint import _tuples
-    from .fast.model import Transformer
-    from .training.loop import mse_by_position
-
     if not 1 <= args.n <= MAX_EVAL_N:
         raise UsageError(f"--n must be between 1 and {MAX_EVAL_N}, got {args.n}")
     if not 0 <= args.seed < 2**63:
         raise UsageError(f"--seed must be between 0 and 2**63 - 1, got {args.seed}")
     if args.json is not None:
         _check_output("--json", args.json, inputs=[args.checkpoint])
-    model = Transformer.load(args.checkpoint)  # verified: checksum, keys, shapes, dtypes, finiteness
-    _, meta = load_checkpoint(args.checkpoint)
-    if "data" in meta:
-        task = presets.build_task(data_from_record(meta["data"]))
-    else:
-        task = presets.build(presets.get_preset(args.preset))[2]
+    run = load_run(args.checkpoint)  # verified: checksum, keys, shapes, dtypes, finiteness, configs
+    model = run.model
+    task = run.task if run.task is not None else presets.build(presets.get_preset(args.preset))[2]
     if task.length - 1 > model.cfg.n_ctx:
         raise ValueError(f"data.length - 1 = {task.length - 1} exceeds the model's n_ctx = {model.cfg.n_ctx}")
     presets.check_overflow(task, model.cfg)
@@ -184,7 +186,6 @@ def cmd_eval(args) -> int:
     print(f"MSE by position on {args.n} held-out sequences (seed {args.seed}); position t predicts term t+1")
     print(_fmt_table(["pos"] + names, rows))
     if args.json:
-        from .io.checkpoint import write_text_atomic
 
         write_text_atomic(args.json, json.dumps({n: v.tolist() for n, v in results.items()}, indent=1))
     return 0
@@ -218,8 +219,6 @@ def _check_output(option, path, inputs):
 # ----------------------------------------------------------------------------- gradcheck
 def gradcheck_configs(preset: str):
     """The 12 combinations of attn_only x normalization_type x act_fn at a small size of ``preset``."""
-    from .tasks import presets
-    from .nn.config import ModelConfig
 
     base = presets.get_preset(preset)["model"]
     for attn_only, norm, act in itertools.product((False, True), ("LN", None), ("gelu_new", "gelu", "relu")):
@@ -232,7 +231,6 @@ def gradcheck_configs(preset: str):
 
 
 def cmd_gradcheck(args) -> int:
-    from .nn.gradcheck import format_report, gradcheck_config
 
     worst, failed = 0.0, 0
     for cfg in gradcheck_configs(args.preset):
@@ -317,7 +315,6 @@ def cmd_bench(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from .experiments.sweep import main as sweep_main
 
     return sweep_main(args)
 
@@ -330,8 +327,6 @@ def _preset_list(presets) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
-    from .tasks import presets
 
     p = _Parser(prog="minigpt", description="A numpy GPT-style transformer that learns affine recurrences in context.")
     p.add_argument("--version", action="version", version=f"minigpt {__version__}", help="print the version and exit")
@@ -428,7 +423,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def check_command(argv, commands) -> None:
     """A mistyped command (``minigpt trian``) is one line with a suggestion, not argparse's list of choices."""
-    from .nn.config import did_you_mean
 
     if argv and not argv[0].startswith("-") and argv[0] not in commands:
         raise UsageError(f"invalid choice: {argv[0]!r} is not a command; {did_you_mean(None, argv[0], list(commands), kind='commands')}")
@@ -444,10 +438,7 @@ def main(argv=None) -> int:
     (``minigpt: error: ...``) and status 2 (usage) or 1 (bad input, failed run); Ctrl-C during training
     saves a checkpoint and returns 130 (143 for SIGTERM); an unexpected exception (a bug) is reported
     in one line with status 70 (set ``MINIGPT_DEBUG=1`` to see its traceback)."""
-    import warnings
 
-    from .io.checkpoint import CheckpointError
-    from .training.loop import TrainingError, TrainingInterrupted
 
     def fail(msg, status):
         print(f"minigpt: {msg}", file=sys.stderr)

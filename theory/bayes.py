@@ -36,7 +36,6 @@ import sympy as sp
 from scipy import integrate, special
 
 from minigpt.tasks.data import AffineRecurrence
-
 from theory.recurrence import a, b, next_from_three, term_poly, x0
 from theory.steps import Step
 

@@ -6,12 +6,32 @@ import os
 
 import numpy as np
 
-from ..tasks import baselines
+from theory.bayes import baseline_mse, bayes_mse
+from theory.heads import (
+    fit_gain,
+    fit_similarity_pattern,
+    positional_bias,
+    previous_token_head,
+    similarity_head,
+    similarity_pattern,
+)
+
+from ..interp import plots
 from ..interp.ablation import head_ablation, layer_ablation
-from .claims import claims as claims_v2
-from ..interp.head_scores import COLUMNS, classify_heads, head_scores
+from ..interp.attribution import head_direct
+from ..interp.head_scores import (  # noqa: F401
+    COLUMNS,
+    classify_heads,
+    head_labels,
+    head_scores,
+    pattern_score,
+    similarity_fit,
+)
 from ..interp.lens import prediction_lens, probe_lens
 from ..interp.patching import WHICH, make_pairs, patch_heads, patch_resid
+from ..interp.plots import bootstrap_band
+from ..tasks import baselines
+from .claims import claims as claims_v2
 
 EVAL_SEED = 12345
 CLAIMS_STREAM = 7  # random stream of the claims-v2 batch (patching uses 0..2)
@@ -33,7 +53,6 @@ def _r2_affine(y, x):
 
 def bayes_floor(task, T):
     """Bayes-optimal MSE by position from ``theory.bayes`` ([T])."""
-    from theory.bayes import bayes_mse
 
     return np.array([bayes_mse(t, task) for t in range(T)])
 
@@ -41,7 +60,6 @@ def bayes_floor(task, T):
 def baseline_closed_forms(task, T):
     """``{baseline: [T] expected MSE}`` from ``theory.bayes.baseline_mse``; ``None`` where no closed form
     exists (e.g. three_term / least_squares with noise at t >= 2)."""
-    from theory.bayes import baseline_mse
 
     out = {}
     for name in baselines.NAMES:
@@ -112,7 +130,6 @@ def named_heads(res):
 def _gain(dc, out):
     """``theory.heads.fit_gain`` with an intercept: the head's direct contribution and an idealised output, both
     centred (a constant offset, e.g. from b_V through LayerNorm, is not part of the OV gain)."""
-    from theory.heads import fit_gain
 
     dc, out = np.ravel(dc), np.ravel(out)
     return fit_gain(dc - dc.mean(), out - out.mean())
@@ -128,7 +145,6 @@ def null_gain(A, x, t_min=1):
     sequences: the similarity head by ``theory.heads.fit_similarity_pattern`` (positional), the null by the mean
     pattern at each (t, j) (the best beta = 0 pattern in squared error). On the second half, rows t >= t_min:
     ``null_gain = 1 - SSE(similarity fit) / SSE(null)``; ``null_counts``: null_gain >= NULL_MARGIN."""
-    from theory.heads import fit_similarity_pattern, similarity_pattern
 
     half = len(x) // 2
     fit = fit_similarity_pattern(A[:half], x[:half], positional=True)
@@ -155,10 +171,7 @@ def idealised_fits(model, x, res, n_fit=128, t_min=1):
       the idealised outputs: the empirical pattern's mix sum_j A[t, j] x_j, the fitted similarity head's mix
       (beta and P as fitted), x_t (copy) and x_{t-1} (previous token).
     """
-    from theory.heads import fit_similarity_pattern, positional_bias, previous_token_head, similarity_head, similarity_pattern
 
-    from ..interp.attribution import head_direct
-    from ..interp.head_scores import pattern_score
 
     xf = np.asarray(x[:n_fit], np.float64)
     _, cache = model.run_with_cache(xf)
@@ -218,7 +231,6 @@ def analyse(model, task, n_eval=1024, n_scores=512, n_abl=512, n_patch=128, fig_
     except Exception as e:
         res["baseline_closed"] = None
         res["closed_error"] = f"{type(e).__name__}: {e}"
-    from ..interp.plots import bootstrap_band
 
     res["mse_band"] = {}
     for k, v in sq.items():
@@ -314,8 +326,6 @@ def claim_tests(res):
 
 
 def make_figures(model, res, sq, cache, x, fig_dir, label):
-    from ..interp import plots
-    from ..interp.head_scores import head_labels, similarity_fit  # noqa: F401
 
     cfg = model.cfg
     L, H, T = cfg.n_layers, cfg.n_heads, x.shape[1]

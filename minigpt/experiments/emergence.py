@@ -30,6 +30,8 @@ import os
 
 import numpy as np
 
+from ..interp.head_scores import THRESHOLDS, classify_heads, head_scores
+from ..interp.lens import prediction_lens
 from ..io.checkpoint import write_text_atomic
 
 PROBE_SEED = 24680
@@ -52,8 +54,6 @@ def probe_batch(task, n, seed):
 
 def probe(model, x, y, step):
     """One probe record of ``model`` on ``(x, y)`` (see the module docstring)."""
-    from ..interp.head_scores import classify_heads, head_scores
-    from ..interp.lens import prediction_lens
 
     x64, y64 = np.asarray(x, np.float64), np.asarray(y, np.float64)
     with np.errstate(all="ignore"):
@@ -162,7 +162,6 @@ def _plt():
 
 
 def _threshold(key):
-    from ..interp.head_scores import THRESHOLDS
 
     return THRESHOLDS[key]
 

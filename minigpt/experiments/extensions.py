@@ -40,8 +40,15 @@ import os
 
 import numpy as np
 
+from ..interp import plots
+from ..interp.ablation import ablate_hook
+from ..interp.head_scores import classify_heads, head_labels, head_scores
+from ..interp.lens import prediction_lens
+from ..io.checkpoint import save_checkpoint
+from ..nn.resid import accumulated_resid, head_results
 from ..tasks import baselines_ext
 from ..tasks.data import exact_from, task_name
+from ..training.run import load_run
 
 FIG_DIR = "figures/extensions"
 HEADER = """## Beyond the paper: vector recurrences and polynomial sequences
@@ -64,22 +71,11 @@ the copy-then-refine criterion: the docstring of ``minigpt/extensions.py``.
 
 
 # ----------------------------------------------------------------------------- loading
-def load_run(path):
-    """(model, task) from a run folder or checkpoint file."""
-    from ..io.checkpoint import load_checkpoint
-    from ..fast.model import Transformer
-    from ..tasks.presets import build_task
-
-    ck = os.path.join(path, "checkpoint.npz") if os.path.isdir(path) else path
-    model = Transformer.load(ck)
-    _, meta = load_checkpoint(ck)
-    return model, build_task(data_from_record(meta["data"]))
 
 
 def export_model(run, path):
     """Save the model of a run (folder or checkpoint) as a bare model file that keeps its data config
     (no optimizer state: about a third of the size); ``load_run`` reads it back."""
-    from ..io.checkpoint import save_checkpoint
 
     model, task = load_run(run)
     save_checkpoint(path, model.params, {"model": model.cfg.to_dict(), "data": task.spec()})
@@ -174,7 +170,6 @@ def similarity_fit(scores, x, t_min=2):
 
 def head_table(model, x, y, t_min=1):
     """``{column: [L, H]}`` with current, previous, first, probe_cur, probe_prev, copy, sim_effect, sim_r2."""
-    from ..interp.resid import head_results
 
     xv = _vec(x)
     _, cache = model.run_with_cache(x)
@@ -206,7 +201,6 @@ def head_table(model, x, y, t_min=1):
 
 def ablation_table(model, x, y, t0, methods=("zero", "mean")):
     """``{method: [L, H]}`` rise of the mean MSE at t >= t0 when one head's z is ablated."""
-    from ..interp.ablation import ablate_hook
 
     yv = _vec(y)
     base = ((_vec(model(x)) - yv) ** 2)[:, t0:].mean()
@@ -227,8 +221,6 @@ def ablation_table(model, x, y, t0, methods=("zero", "mean")):
 def residual_reading(model, x, y, t0):
     """Per accumulated residual (embeddings, after block 0, .., final): lens MSE vs target and vs x_t, probe R^2
     of x_t and of the target, all at t >= t0."""
-    from ..interp.lens import prediction_lens
-    from ..interp.resid import accumulated_resid
 
     xv, yv = _vec(x), _vec(y)
     _, cache = model.run_with_cache(x)
@@ -264,15 +256,12 @@ def analyse(model, task, n_eval=4096, n_mech=512, seed=12345, fig_dir=None, labe
     res["ablation"] = ablation_table(model, x, y, t0)
     res["resid"] = residual_reading(model, x, y, t0)
     if _vec(x).shape[-1] == 1:  # the scalar toolkit's own definitions apply unchanged
-        from ..interp.head_scores import classify_heads, head_scores
 
         sc = head_scores(model, x, y)
         res["interp_scores"] = sc
         res["interp_classes"] = classify_heads(sc)
     res["verdict"] = copy_then_refine(res)
     if fig_dir:
-        from ..interp import plots
-        from ..interp.head_scores import head_labels
 
         os.makedirs(fig_dir, exist_ok=True)
         res["fig_mse"] = plots.mse_by_position(sq, os.path.join(fig_dir, f"{label}_mse_by_position.png"),

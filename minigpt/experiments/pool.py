@@ -10,9 +10,13 @@ does this for its ``LocalCluster``).
 from __future__ import annotations
 
 import json
+import multiprocessing as mp
 import os
 
 from ..fast.threads import BLAS_ENV
+from ..io.checkpoint import load_checkpoint
+from ..tasks import presets
+from ..training.loop import train
 
 
 def single_thread_env():
@@ -35,7 +39,6 @@ def pool_map(fn, jobs, workers, on_result=None):
             if on_result is not None:
                 on_result(j, out[-1])
         return out
-    import multiprocessing as mp
 
     single_thread_env()  # before spawning: every worker inherits one BLAS thread
     ctx = mp.get_context("spawn")
@@ -61,7 +64,6 @@ def checkpoint_state(ckpt, mcfg, tcfg, task):
     """``"done"`` when ``ckpt`` holds a training checkpoint of exactly this run at its last step,
     ``"partial"`` when it holds this run at an earlier step (resumable), ``None`` otherwise (missing,
     unreadable, or another configuration)."""
-    from ..io.checkpoint import load_checkpoint
 
     if not os.path.exists(ckpt):
         return None
@@ -82,9 +84,6 @@ def train_or_reuse(spec, run_dir, callbacks=(), resume_partial=True):
     Returns ``(state, start_step)``: state is ``"reused"``, ``"resumed"`` or ``"trained"``; start_step
     is the step training started from (the checkpoint's step when resuming, 0 when training afresh,
     the final step when reused)."""
-    from ..tasks import presets
-    from ..io.checkpoint import load_checkpoint
-    from ..training.loop import train
 
     mcfg, tcfg, task = presets.build(spec)
     ckpt = os.path.join(run_dir, "checkpoint.npz")

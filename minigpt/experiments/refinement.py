@@ -22,9 +22,9 @@ import numpy as np
 from theory.heads import fit_similarity_pattern
 from theory.refinement import ESTIMATES, KINDS, refinement_fit
 
-from .extensions import load_run
 from .analysis import EVAL_SEED, null_gain
 from .claims import claims, probe_fit
+from .extensions import load_run
 
 
 def trained_side(model, task, n=1024, seed=0, t_min=2):

@@ -5,7 +5,9 @@ import os
 
 import numpy as np
 
+from ..interp import plots
 from .analysis import CLAIM_RATIO, TABLE_HEADER, table_rows
+from .sweep import MECHANISM_COLUMNS, load_table, mechanism_shares
 
 READINGS = {
     "logit": "logit reading: attention logits fall with x_t*x_j similarity (sim effect <= -0.25 nats, partial R^2 >= 0.1)",
@@ -264,7 +266,6 @@ def _band(r, name):
 def mse_figures(name, results, fig_dir):
     """Per-seed and summary figures of the MSE by position against theory, from the JSON results alone.
     Returns ``(summary_path or None, {seed: path})``."""
-    from ..interp import plots
 
     closed = results[0].get("baseline_closed")
     floor = results[0].get("bayes_by_pos")
@@ -294,7 +295,6 @@ SWEEP_KEY = ("copy_l0", "claim_copy", "claim_copy_resid", "claim_ns_logit", "cla
 
 def _shares_from_json(js):
     """``{setting: {column: "k/n [low, high]"}}`` from the sweep's table ``sweep.json``."""
-    from .sweep import load_table, mechanism_shares
 
     return {st: {c: f"{sh[c]['k']}/{sh[c]['n']} [{sh[c]['low']:.2f}, {sh[c]['high']:.2f}]" for c in SWEEP_KEY}
             for st, sh in mechanism_shares(load_table(js)).items()}
@@ -319,7 +319,6 @@ def sweep_section(out_dir, report_root, runs_dir):
     """Lines linking ``report_root/sweep.md`` with its headline table (share of seeds showing each mechanism, 95%
     Wilson interval).  The table reads ``runs_dir/sweep/sweep.json`` if present, else ``sweep.md``; both give the
     same text for the same numbers, so the report does not change with where the numbers were read from."""
-    from .sweep import MECHANISM_COLUMNS
 
     md = os.path.join(report_root, "sweep.md")
     js = os.path.join(runs_dir, "sweep", "sweep.json")
@@ -351,7 +350,6 @@ def sweep_section(out_dir, report_root, runs_dir):
 
 def write_report(out_dir, groups, meta):
     os.makedirs(out_dir, exist_ok=True)
-    from ..interp import plots
 
     fig_dir = os.path.join(out_dir, "figures")
     report_root = meta.get("report_root") or out_dir

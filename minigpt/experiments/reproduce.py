@@ -25,12 +25,23 @@ from __future__ import annotations
 
 import glob
 import json
+import multiprocessing as mp
 import os
 import sys
 import textwrap
+import threading
 import time
 
-from .runner import BLAS_ENV, pool_map, single_thread_env as _single_thread_env, train_or_reuse  # noqa: F401  (shared with minigpt sweep)
+from tqdm.auto import tqdm
+
+from ..tasks import presets
+from ..training.loop import train
+from ..training.run import load_run
+from . import story
+from .analysis import analyse
+from .pool import BLAS_ENV, checkpoint_state, pool_map, train_or_reuse  # noqa: F401  (shared with minigpt sweep)
+from .pool import single_thread_env as _single_thread_env
+from .report import verdicts, write_report
 
 # name -> (description, overrides on top of the paper preset)
 ALTERNATIVES = {
@@ -51,7 +62,6 @@ QUICK_SIZES = dict(n_eval=512, n_scores=256, n_abl=256, n_patch=64)  # --quick: 
 
 
 def _spec(overrides, steps, seed, preset="paper"):
-    from ..tasks import presets
 
     spec = presets.apply_overrides(presets.get_preset(preset), list(overrides) + [f"train.steps={steps}", f"train.seed={seed}"])
     spec["train"]["checkpoint_every"] = steps  # one checkpoint at the end
@@ -63,10 +73,6 @@ def run_job(job):
     """Train (or reuse) one run and analyse it.  Runs in a worker process; returns the analysis dict.
     ``job["progress"]`` (optional, a queue): receives ``(run_dir, steps done)`` after every evaluation and at the end."""
     _single_thread_env()
-    from ..io.checkpoint import load_checkpoint
-    from .analysis import analyse
-    from ..fast.model import Transformer
-    from ..tasks.presets import build_task
 
     t0 = time.time()
     run_dir, spec = job["run_dir"], job.get("spec")
@@ -78,10 +84,9 @@ def run_job(job):
         trained = train_or_reuse(spec, run_dir, callbacks=cbs, resume_partial=False)[0] != "reused"
         if q is not None:
             q.put((run_dir, spec["train"]["steps"]))
-    _, meta = load_checkpoint(ckpt)
-    task = build_task(meta["data"])
+    run = load_run(ckpt)
+    model, task, meta = run.model, run.task, run.meta
     history = meta.get("history", [])
-    model = Transformer.load(ckpt)
     t1 = time.time()
     res = analyse(model, task, fig_dir=job["fig_dir"], label=job["label"], seed=job["seed"], figures=job["figures"], **job.get("analysis_kw", {}))
     res.update(setting=job["setting"], seed=job["seed"], checkpoint=ckpt, history=history, trained_now=trained,
@@ -95,7 +100,6 @@ def run_job(job):
 
 def _bar(total, desc, unit, quiet, initial=0):
     """A tqdm bar on stderr with the time left (none with ``quiet``)."""
-    from tqdm.auto import tqdm
 
     return tqdm(total=total, initial=initial, desc=desc, unit=unit, dynamic_ncols=True, disable=True if quiet else None,
                 bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]")
@@ -104,8 +108,6 @@ def _bar(total, desc, unit, quiet, initial=0):
 def _run_pool(jobs, workers, log, quiet=False):
     """Run the jobs with two progress bars: training steps over all runs (from the workers' evaluations) and runs
     finished (trained and analysed)."""
-    import multiprocessing as mp
-    import threading
 
     train_jobs = [j for j in jobs if j.get("spec") is not None]
     total_steps = sum(j["spec"]["train"]["steps"] for j in train_jobs)
@@ -170,13 +172,11 @@ def main(args) -> int:
 
 def _logger(args):
     """Print a progress line (through tqdm, so open bars are redrawn below it), unless ``--quiet``."""
-    from tqdm.auto import tqdm
 
     return (lambda m: None) if getattr(args, "quiet", False) else (lambda m: tqdm.write(m))
 
 
 def run_quick(args) -> int:
-    from .report import write_report
 
     root = args.out
     out = os.path.join(root, QUICK_OUT)
@@ -206,7 +206,6 @@ def run_quick(args) -> int:
 
 
 def run_full(args) -> int:
-    from .report import verdicts, write_report
 
     out = args.out
     fig_dir = os.path.join(out, "figures")
@@ -259,11 +258,6 @@ def run_full(args) -> int:
 def _story_model(args, out, log):
     """The model of the story: the checkpoint given (``--from-checkpoint``), or one ``paper`` seed trained here with a
     progress bar (reused if ``<out>/train`` already holds that finished run).  Returns (model, task, meta, source)."""
-    from ..tasks import presets
-    from ..io.checkpoint import load_checkpoint
-    from ..fast.model import Transformer
-    from .pool import checkpoint_state
-    from ..training.loop import train
 
     if args.from_checkpoint:
         path = args.from_checkpoint
@@ -273,11 +267,10 @@ def _story_model(args, out, log):
         if not os.path.exists(path):
             raise ValueError(f"--from-checkpoint: {path} does not exist (train one with: minigpt train --preset paper --out runs/paper)")
         log(f"reproduce: story of {path}")
-        model = Transformer.load(path)
-        _, meta = load_checkpoint(path)
-        if "data" not in meta:
+        run = load_run(path)
+        if run.task is None:
             raise ValueError(f"--from-checkpoint: {path} has no data settings (a bare model file, not a training checkpoint)")
-        return model, presets.build_task(meta["data"]), meta, path
+        return run.model, run.task, run.meta, path
     preset = getattr(args, "preset", None) or "paper"
     spec = presets.apply_overrides(presets.get_preset(preset), [f"train.seed={args.seed}"] + ([f"train.steps={args.steps}"] if args.steps else []))
     mcfg, tcfg, task = presets.build(spec)
@@ -293,13 +286,12 @@ def _story_model(args, out, log):
         by_pos = last.get("eval_mse_by_pos") or []
         t2 = f", {sum(by_pos[2:]) / len(by_pos[2:]):.2e} over t >= 2" if len(by_pos) > 2 else ""
         log(f"reproduce: trained in {time.time() - t0:.0f} s; held-out MSE {last.get('eval_mse', float('nan')):.2e} over all positions{t2}")
-    _, meta = load_checkpoint(ckpt)
-    return Transformer.load(ckpt), task, meta, ckpt
+    run = load_run(ckpt)
+    return run.model, task, run.meta, ckpt
 
 
 def run_story(args) -> int:
     """Train (or load) one model, measure the story, print it, write STORY.md and its figures."""
-    from . import story
 
     out = args.out
     log = _logger(args)
@@ -352,7 +344,6 @@ def rerender(runs="runs", out="report", settings=None, command=None):
     """Rewrite ``out/REPORT.md`` from saved analyses (no training, no analysis).  Fields added to the analysis after
     the runs were made (idealised-head fits, closed-form baselines, bootstrap bands) are left out of the report with
     a note when absent.  Returns the report's path."""
-    from .report import write_report
 
     groups = load_analyses(runs, settings)
     if not groups:

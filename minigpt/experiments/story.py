@@ -15,16 +15,17 @@ import os
 
 import numpy as np
 
-from ..tasks import baselines
+from ..interp import plots
 from ..interp.ablation import head_ablation
 from ..interp.attribution import head_direct
-from .analysis import CLAIMS_STREAM
-from .claims import claims
 from ..interp.head_scores import classify_heads, head_scores
 from ..interp.lens import probe_lens
-from ..interp.path_patching import damage_fraction, path_patch_grid
 from ..interp.patching import make_pairs, patch_grid, patch_heads
-from ..interp.resid import accumulated_resid
+from ..interp.path_patching import damage_fraction, path_patch_grid
+from ..nn.resid import accumulated_resid
+from ..tasks import baselines
+from .analysis import CLAIMS_STREAM
+from .claims import claims
 
 EVAL_SEED = 24680  # held-out sequences of the story (not the training stream, not analysis.EVAL_SEED)
 PHASES = ("held-out MSE", "head scores", "ablations", "lens", "path patching", "late positions")
@@ -277,7 +278,6 @@ N_FIGURES = 5  # figures drawn by ``render``
 def render(s, out_dir, title="", progress=None):
     """Draw the story's ``N_FIGURES`` figures into ``out_dir/figures`` and write ``out_dir/STORY.md``; returns
     ``{name: path}`` (``"markdown"``: STORY.md).  ``progress(name)`` is called after each figure."""
-    from ..interp import plots
 
     tick = progress or (lambda name: None)
     fig_dir = os.path.join(out_dir, "figures")

@@ -32,9 +32,24 @@ import itertools
 import json
 import math
 import os
+import shlex
+import sys
 import time
 
-from .pool import pool_map, single_thread_env
+from ..fast.model import Transformer
+from ..io.checkpoint import (
+    FolderInUseError,
+    FolderLock,
+    load_checkpoint,
+    remove_stale_temps,
+    write_text_atomic,
+)
+from ..tasks import presets
+from ..training.loop import TrainingInterrupted, write_json
+from ..training.run import load_run
+from . import emergence
+from .analysis import analyse
+from .pool import checkpoint_state, pool_map, single_thread_env, train_or_reuse
 
 SWEEP_DIR = "runs/sweep"
 DEFAULT_PROBES = 20  # emergence probes per run when --every is not given: every = steps // 20
@@ -94,7 +109,6 @@ def make_jobs(presets_=("paper",), override_sets=([],), seeds=1, out=SWEEP_DIR, 
     """The jobs of a sweep: every preset x override set x seed.  ``common`` overrides apply to every run;
     ``steps`` is ``train.steps``; ``every`` is the emergence interval K (sets ``train.eval_every``; default
     ``steps // 20``).  Every field is validated here (ValueError) before anything runs."""
-    from ..tasks import presets
 
     if seeds < 1:
         raise ValueError(f"--seeds must be at least 1, got {seeds}")
@@ -134,7 +148,6 @@ def _flat_config(spec):
 
 
 def _full_spec(spec):
-    from ..tasks import presets
 
     mcfg, tcfg, task = presets.build(spec)
     return _canon({"model": mcfg.to_dict(), "train": tcfg.to_dict(), "data": task.spec()})
@@ -159,12 +172,6 @@ def run_job(job):
     """Train (or resume, or reuse) one run with the emergence probe, analyse it, write its files and return
     ``{"row": row, "state": "trained"|"resumed"|"reused"|"finished", "seconds": ...}``.  Runs in a worker."""
     single_thread_env()
-    from . import emergence
-    from ..tasks import presets
-    from .analysis import analyse
-    from ..fast.model import Transformer
-    from .pool import checkpoint_state, train_or_reuse
-    from ..training.loop import write_json
 
     row = finished_row(job)
     if row is not None:
@@ -179,14 +186,12 @@ def run_job(job):
     if before is None:
         keep = None
     else:
-        from ..io.checkpoint import load_checkpoint
-
         keep = int(load_checkpoint(ckpt)[1]["step"])
     probe = emergence.EmergenceProbe(task, seed, job["every"], final_step=tcfg.steps, n=job["probe_n"], path=epath, keep_until=keep)
     if before is None:
         probe.measure(0, Transformer(mcfg, seed=tcfg.seed))  # the initialisation train() starts from
     state, _ = train_or_reuse(spec, run_dir, callbacks=[probe])
-    model = Transformer.load(ckpt)
+    model = load_run(ckpt).model
     if not probe.has(tcfg.steps):
         probe.measure(tcfg.steps, model)
     t1 = time.time()
@@ -206,7 +211,6 @@ def run_job_safe(job):
     """``run_job`` that reports an exception as ``{"error": ...}`` instead of raising (one bad run does not
     stop the sweep; it is retried the next time the sweep runs).  Ctrl-C / SIGTERM still stop the sweep:
     ``TrainingInterrupted`` (the checkpoint is saved, so the rerun resumes) is raised, not reported."""
-    from ..training.loop import TrainingInterrupted
 
     try:
         return run_job(job)
@@ -293,7 +297,6 @@ def run_sweep(jobs, out=SWEEP_DIR, workers=None, dask=None, log=print):
 
     One sweep per folder: the sweep holds ``out``'s lock (``checkpoint.FolderLock``) while it runs; a second
     sweep into the same folder is refused at once (ValueError naming the holder's process id)."""
-    from ..io.checkpoint import FolderInUseError, FolderLock
 
     os.makedirs(out, exist_ok=True)
     try:
@@ -305,8 +308,6 @@ def run_sweep(jobs, out=SWEEP_DIR, workers=None, dask=None, log=print):
 
 
 def _run_sweep_locked(jobs, out, workers, dask, log):
-    from ..io.checkpoint import remove_stale_temps
-    from ..training.loop import write_json
 
     remove_stale_temps(out)
     workers = workers or os.cpu_count() or 1
@@ -342,8 +343,6 @@ def _run_sweep_locked(jobs, out, workers, dask, log):
 
 def write_table(rows, out):
     """``sweep.json`` (a list of rows) and ``sweep.csv`` (columns: the union, in first-seen order) in ``out``."""
-    from ..io.checkpoint import write_text_atomic
-    from ..training.loop import write_json
 
     write_json(os.path.join(out, "sweep.json"), rows)
     cols = list(dict.fromkeys(k for r in rows for k in r))
@@ -418,7 +417,6 @@ def write_report(table, out_dir, runs_dir=None, command=None):
     """Write ``out_dir/sweep.md`` (and its figures in ``out_dir/figures``) from a sweep table: a list of rows,
     or the path of ``sweep.json`` / ``sweep.csv`` / the sweep folder.  ``runs_dir`` (default: the folder of
     that path) holds the run folders with their ``emergence.json``.  Returns the path of ``sweep.md``."""
-    from . import emergence
 
     if isinstance(table, (str, os.PathLike)):
         path = os.fspath(table)
@@ -495,8 +493,6 @@ def write_report(table, out_dir, runs_dir=None, command=None):
 
 # ----------------------------------------------------------------------------- command line
 def _command_line():
-    import shlex
-    import sys
 
     argv = sys.argv[1:]
     return "minigpt " + " ".join(shlex.quote(a) for a in argv) if argv[:1] == ["sweep"] else None

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .resid import apply_ln_to_stack, head_results
+from ..nn.resid import apply_ln_to_stack, head_results
 
 
 def component_stack(cache):

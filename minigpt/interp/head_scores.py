@@ -45,9 +45,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..nn.resid import head_results
 from .attribution import head_direct
 from .lens import prediction_lens
-from .resid import head_results
 
 THRESHOLDS = dict(copy=0.5, sim_effect=-0.25, sim_r2=0.1, ov_gain=-0.2, ov_r2=0.1, dc_rel=0.05, corr_est0=-0.3)
 COLUMNS = ("current", "previous", "first", "probe_cur", "probe_prev", "copy_cur", "copy_prev", "copy", "alpha", "beta", "r2", "sim_r2", "sim_effect",

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .resid import accumulated_resid
+from ..nn.resid import accumulated_resid
 
 LN_CHOICES = ("recompute", "frozen")
 

@@ -5,8 +5,9 @@ Every field is validated in ``__post_init__``; a bad value raises ``ValueError``
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 DTYPES = ("float32", "float64")
 ACT_FNS = ("gelu_new", "gelu", "relu")
@@ -163,7 +164,6 @@ class TrainConfig:
 def did_you_mean(section, name, known, kind="fields") -> str:
     """``"did you mean model.d_model?"`` for a near miss, else the list of known fields (``"model fields:
     ..."``).  ``section=None`` drops the prefix: ``"did you mean train?"``, else ``"commands: ..."``."""
-    import difflib
 
     prefix = f"{section}." if section else ""
     close = difflib.get_close_matches(str(name), known, n=1)

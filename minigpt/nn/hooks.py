@@ -14,6 +14,8 @@ from typing import Callable
 
 import numpy as np
 
+from . import resid
+
 
 @dataclass(frozen=True)
 class HookPoint:
@@ -150,23 +152,15 @@ class ActivationCache:
     def __repr__(self):
         return f"ActivationCache({len(self)} activations)"
 
-    # TransformerLens-style helpers (implemented in minigpt.interp.resid)
+    # TransformerLens-style helpers (implemented in minigpt.nn.resid)
     def accumulated_resid(self, layer=None, incl_mid=False, return_labels=True):
-        from ..interp.resid import accumulated_resid
-
-        return accumulated_resid(self, layer, incl_mid, return_labels)
+        return resid.accumulated_resid(self, layer, incl_mid, return_labels)
 
     def decompose_resid(self, layer=None, mode="all", incl_embeds=True, return_labels=True):
-        from ..interp.resid import decompose_resid
-
-        return decompose_resid(self, layer, mode, incl_embeds, return_labels)
+        return resid.decompose_resid(self, layer, mode, incl_embeds, return_labels)
 
     def stack_head_results(self, layer=None, return_labels=True, incl_remainder=False):
-        from ..interp.resid import stack_head_results
-
-        return stack_head_results(self, layer, return_labels, incl_remainder)
+        return resid.stack_head_results(self, layer, return_labels, incl_remainder)
 
     def apply_ln_to_stack(self, stack, layer=None):
-        from ..interp.resid import apply_ln_to_stack
-
-        return apply_ln_to_stack(self, stack, layer)
+        return resid.apply_ln_to_stack(self, stack, layer)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import baselines_ext
 from .data import prior_moments
 
 NAMES = ("copy", "linear", "three_term", "least_squares", "oracle", "prior_mean")
@@ -103,7 +104,6 @@ def all_predictions(batch, task) -> dict[str, np.ndarray]:
     For the tasks beyond the paper (``LinearRecurrence``, ``PolynomialSequence``) this returns
     ``minigpt.baselines_ext.all_predictions`` (their own baseline set, same shapes as the inputs)."""
     if getattr(task, "name", "affine") != "affine":
-        from . import baselines_ext
 
         return baselines_ext.all_predictions(batch, task)
     return {n: predict(n, batch.inputs, batch.a, batch.b, task) for n in NAMES}

@@ -10,6 +10,10 @@ from __future__ import annotations
 import copy
 import json
 
+from ..nn.config import ModelConfig, TrainConfig, did_you_mean
+from . import data
+from .data import AffineRecurrence
+
 PRESETS = {
     "paper": {
         "model": dict(n_layers=3, d_model=64, n_heads=4, d_mlp=256, n_ctx=32),
@@ -71,7 +75,6 @@ def parse_value(text: str):
 def _data_fields() -> set:
     """Every field a data section may hold: those of each task in ``data.TASKS`` plus ``task`` (the
     chosen task then checks its own), or the affine task's when there is no task registry."""
-    from . import data
 
     tasks = getattr(data, "TASKS", None)
     if not tasks:
@@ -84,7 +87,6 @@ def _data_fields() -> set:
 
 def apply_overrides(spec: dict, overrides) -> dict:
     """Apply ``section.field=value`` strings to a preset spec; unknown sections or fields raise ValueError."""
-    from ..nn.config import ModelConfig, TrainConfig, did_you_mean
 
     if isinstance(overrides, str):
         raise ValueError("overrides must be a list of section.field=value strings, not one string")
@@ -129,7 +131,6 @@ def term_bound(task) -> float:
     """Bound on |x_n| for n < task.length: |x_{n+1}| <= |a| |x_n| + |b| with every prior at its
     largest magnitude (normal priors at mean + 8 std); the noise adds 8 std at the end.  Other tasks
     supply their own ``max_abs_term(normal_sigmas=...)``."""
-    from .data import AffineRecurrence
 
     noise = NORMAL_SIGMAS * float(getattr(task, "noise", 0.0) or 0.0)
     if not isinstance(task, AffineRecurrence):
@@ -174,8 +175,6 @@ def check_overflow(task, mcfg) -> None:
 def build_task(data_spec):
     """A task from the ``data`` section of a spec (``data.make_task`` when the task registry exists,
     else an ``AffineRecurrence``); ValueError for unknown or bad fields."""
-    from . import data
-    from ..nn.config import did_you_mean
 
     if not isinstance(data_spec, dict):
         raise ValueError(f"the data section must be a mapping of field -> value, got {type(data_spec).__name__}")
@@ -198,7 +197,6 @@ def build(spec: dict):
 
     Every field is validated (ValueError naming it); the data must fit the context and must not
     overflow the model's dtype within the sequence length (``check_overflow``)."""
-    from ..nn.config import ModelConfig, TrainConfig
 
     if not isinstance(spec, dict):
         raise ValueError(f"a spec is a mapping with sections {', '.join(SECTIONS)}, got {type(spec).__name__}")

@@ -42,7 +42,8 @@ from typing import Callable
 
 import numpy as np
 
-from ..tasks import baselines
+from ..fast.model import Transformer
+from ..fast.threads import resolve_threads, usable_cores
 from ..io.checkpoint import (
     CheckpointError,
     FolderInUseError,
@@ -56,10 +57,11 @@ from ..io.checkpoint import (
 )
 from ..nn.config import ModelConfig, TrainConfig
 from ..nn.config import cut as _cut
-from ..tasks.data import AffineRecurrence
-from ..fast.model import Transformer
 from ..nn.optim import AdamW, clip_grad_norm, lr_at
-from ..fast.threads import resolve_threads, usable_cores
+from ..tasks import baselines
+from ..tasks.data import AffineRecurrence
+from ..tasks.presets import check_compatible
+from .run import load_run
 
 CHECKPOINT = "checkpoint.npz"
 METRICS = "metrics.jsonl"
@@ -184,7 +186,6 @@ def _check_args(model_cfg, train_cfg, task, resume, force, callbacks):
     for cb in callbacks:
         if not callable(cb):
             raise TypeError(f"callbacks must be callables fn(step, model, record), got {cb!r}")
-    from ..tasks.presets import check_compatible
 
     check_compatible(model_cfg, task)
 
@@ -466,9 +467,8 @@ def load_run_spec(out_dir) -> dict:
         raise TrainingError(f"--resume: {out_dir} is not a run folder")
     if not os.path.exists(path):
         raise TrainingError(f"--resume: no checkpoint in {out_dir} (the run stopped before its first checkpoint); start it again with --force")
-    _, meta = load_checkpoint(path)
-    if "step" not in meta:
+    run = load_run(path)
+    if run.step is None:
         raise CheckpointError(f"{path}: a bare model file, not a training checkpoint; it cannot be resumed")
-    from ..io.checkpoint import _tuples
 
-    return {"model": dict(meta["model"]), "train": dict(meta["train"]), "data": data_from_record(meta["data"])}
+    return run.spec()
