@@ -430,6 +430,35 @@ def function_level_violations(graph, optional, platform=PLATFORM):
     return _by_place(out)
 
 
+def alias_problems(moved, graph, layers, old_modules):
+    """Old module paths of ``moved`` that do not import as the very module of their new path (or are missing)."""
+    problems = [f"{old}: no alias in MOVED" for old in old_modules if old not in moved]
+    for old, new in sorted(moved.items()):
+        if old in graph.modules:
+            problems.append(f"{old} -> {new}: {old} is still a file ({graph.modules[old]}), a second module")
+        if new not in graph.modules or layer_of(new, layers) is None:
+            problems.append(f"{old} -> {new}: {new} is no module of a layer")
+        try:
+            new_module, old_module = importlib.import_module(new), importlib.import_module(old)
+        except ImportError as e:
+            problems.append(f"{old} -> {new}: {type(e).__name__}: {e}")
+            continue
+        if old_module is not new_module:
+            problems.append(f"{old} -> {new}: import_module gives two different module objects")
+            continue
+        namespace = {}
+        exec(f"import {old} as m", namespace)
+        if namespace["m"] is not new_module:
+            problems.append(f"{old} -> {new}: `import {old} as m` is another module")
+        public = [n for n, v in vars(new_module).items() if not n.startswith("_") and getattr(v, "__module__", None) == new]
+        for name in public:  # `from minigpt.data import AffineRecurrence`
+            namespace = {}
+            exec(f"from {old} import {name}", namespace)
+            if namespace[name] is not getattr(new_module, name):
+                problems.append(f"{old} -> {new}: `from {old} import {name}` is not {new}.{name}")
+    return problems
+
+
 def _fail_if_any(violations, what):
     assert not violations, f"{len(violations)} {what}:\n  " + "\n  ".join(violations)
 
@@ -589,6 +618,37 @@ def test_checker_flags_function_level_imports_except_optional_ones(tmp_path):
     ]
 
 
+def test_checker_alias_table(tmp_path, monkeypatch):
+    """An alias that is the module passes; a copy, a missing target, a leftover file and a missing key do not."""
+    roots = write_package(tmp_path, {
+        "aliaspkg_t13/__init__.py": """\
+            import sys
+            from .low import new as _new
+            MOVED = {"aliaspkg_t13.old": "aliaspkg_t13.low.new", "aliaspkg_t13.copy": "aliaspkg_t13.low.new",
+                     "aliaspkg_t13.gone": "aliaspkg_t13.low.gone"}
+            sys.modules["aliaspkg_t13.old"] = _new
+            """,
+        "aliaspkg_t13/low/__init__.py": "",
+        "aliaspkg_t13/low/new.py": "class Recurrence:\n    pass\ndef build():\n    return Recurrence()\n",
+        "aliaspkg_t13/copy.py": "from .low.new import Recurrence, build\n",
+    })
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        package = importlib.import_module("aliaspkg_t13")
+        layers = [("low", ("aliaspkg_t13.low.*",)), ("top", ("aliaspkg_t13",))]
+        problems = alias_problems(package.MOVED, scan(*roots), layers, ["aliaspkg_t13.old", "aliaspkg_t13.data"])
+        assert problems == [
+            "aliaspkg_t13.data: no alias in MOVED",
+            "aliaspkg_t13.copy -> aliaspkg_t13.low.new: aliaspkg_t13.copy is still a file (aliaspkg_t13/copy.py), a second module",
+            "aliaspkg_t13.copy -> aliaspkg_t13.low.new: import_module gives two different module objects",
+            "aliaspkg_t13.gone -> aliaspkg_t13.low.gone: aliaspkg_t13.low.gone is no module of a layer",
+            "aliaspkg_t13.gone -> aliaspkg_t13.low.gone: ModuleNotFoundError: No module named 'aliaspkg_t13.low.gone'",
+        ]
+    finally:
+        for name in [n for n in sys.modules if n.split(".")[0] == "aliaspkg_t13"]:
+            del sys.modules[name]
+
+
 # ----------------------------------------------------------------------------- the rules on the real tree
 @pytest.fixture(scope="module")
 def tree():
@@ -641,29 +701,4 @@ def test_moved_modules_are_the_new_modules(tree):
 
     moved = getattr(minigpt, "MOVED", None)
     assert isinstance(moved, dict) and moved, "minigpt.MOVED (old module path -> new module path) is missing"
-    missing = sorted(set(FLAT_MODULES) - set(moved))
-    assert not missing, f"old module paths without an alias in minigpt.MOVED: {missing}"
-    problems = []
-    for old, new in sorted(moved.items()):
-        if old in tree.modules:
-            problems.append(f"{old} is still a file ({tree.modules[old]}): two copies of {new}")
-        if layer_of(new, LAYERS) is None or new not in tree.modules:
-            problems.append(f"{old} -> {new}: {new} is no module of a layer")
-        try:
-            new_module, old_module = importlib.import_module(new), importlib.import_module(old)
-        except ImportError as e:
-            problems.append(f"{old} -> {new}: {type(e).__name__}: {e}")
-            continue
-        if old_module is not new_module:
-            problems.append(f"{old} -> {new}: import_module gives two different module objects")
-        namespace = {}
-        exec(f"import {old} as m", namespace)
-        if namespace["m"] is not new_module:
-            problems.append(f"`import {old} as m` is not {new}")
-        public = [n for n, v in vars(new_module).items() if not n.startswith("_") and getattr(v, "__module__", None) == new]
-        for name in public:
-            namespace = {}
-            exec(f"from {old} import {name}", namespace)
-            if namespace[name] is not getattr(new_module, name):
-                problems.append(f"`from {old} import {name}` is not {new}.{name}")
-    _fail_if_any(problems, "broken aliases in minigpt.MOVED")
+    _fail_if_any(alias_problems(moved, tree, LAYERS, FLAT_MODULES), "broken aliases in minigpt.MOVED")
