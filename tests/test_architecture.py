@@ -31,6 +31,7 @@ Rules, one test each, every test listing ALL offenders as ``file:line``:
      setup.cfg does not require) and OS-specific standard modules (PLATFORM) may be imported.
   e. the alias table ``minigpt.MOVED``: every old module path imports as the very module of its new path.
 
+Dynamic imports (``importlib.import_module(name)``, code in strings) are not seen.
 The checker (``scan`` and the rule functions) is tested on small synthetic packages first, so a clean
 real tree means the rules found nothing, not that they cannot find anything.
 """
@@ -64,7 +65,8 @@ SIDE_PACKAGES = {
     "theory": {"uses": ("minigpt", "minigpt.nn.*", "minigpt.tasks.*"), "used_from": "experiments"},
 }
 NN_THIRD_PARTY = {"numpy", "scipy"}  # LAYOUT.md: "numpy (+ scipy.special.erf) only"
-# setup.cfg extras, never install_requires (checked below): may be imported inside a function
+# setup.cfg extras, never install_requires (checked below): may be imported inside a function. matplotlib and
+# tqdm are in install_requires, so they are required like numpy, scipy and sympy and go at the top.
 OPTIONAL = {"torch", "dask", "distributed"}
 # standard modules that exist on some operating systems only (fcntl/resource: POSIX, msvcrt/winreg: Windows)
 PLATFORM = {"fcntl", "msvcrt", "resource", "winreg"}
@@ -236,7 +238,7 @@ def scan(*roots):
         for file in sorted(root.rglob("*.py")):
             rel = file.relative_to(root.parent)
             parts = list(rel.with_suffix("").parts)
-            if any(not p.isidentifier() for p in parts):  # __pycache__ copies, stray scripts
+            if any(not p.isidentifier() for p in parts):  # not importable (e.g. a script named my-tool.py)
                 continue
             if parts[-1] == "__init__":
                 parts.pop()
