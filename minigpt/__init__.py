@@ -47,7 +47,7 @@ MOVED = {
     "minigpt.emergence": "minigpt.experiments.emergence",
     "minigpt.extensions": "minigpt.experiments.extensions",
     "minigpt.refinement": "minigpt.experiments.refinement",
-    "minigpt.nn.resid": "minigpt.nn.resid",
+    "minigpt.interp.resid": "minigpt.nn.resid",
     "minigpt.interp.analysis": "minigpt.experiments.analysis",
     "minigpt.interp.claims": "minigpt.experiments.claims",
     "minigpt.interp.report": "minigpt.experiments.report",

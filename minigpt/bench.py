@@ -56,7 +56,6 @@ def build_minigpt(config: str, seed: int = 0):
 
 
 def minigpt_step(model, opt, x, y):
-
     loss, grads = model.loss_and_grad(x, y, threads="auto")
     clip_grad_norm(grads, 1.0)
     opt.step(grads)

@@ -13,7 +13,11 @@ import warnings
 
 import numpy as np
 
+from theory import derive
+
 from . import __version__
+from .bench import main as bench_main
+from .experiments import reproduce
 from .experiments.sweep import main as sweep_main
 from .fast.threads import usable_cores
 from .io.checkpoint import CheckpointError, write_text_atomic
@@ -75,7 +79,6 @@ MAX_ERROR_CHARS = 400
 
 @_short_errors
 def cmd_train(args) -> int:
-
     if args.resume and args.force:
         raise UsageError("--resume and --force contradict each other: pick one")
     if not args.out.strip():
@@ -231,7 +234,6 @@ def gradcheck_configs(preset: str):
 
 
 def cmd_gradcheck(args) -> int:
-
     worst, failed = 0.0, 0
     for cfg in gradcheck_configs(args.preset):
         report = gradcheck_config(cfg, seed=args.seed)
@@ -249,18 +251,7 @@ def cmd_gradcheck(args) -> int:
 
 
 # ----------------------------------------------------------------------------- other commands
-def _missing(e: ImportError, *modules) -> bool:
-    """True when the import failed because ``modules`` do not exist (not because of a bug inside them)."""
-    return isinstance(e, ModuleNotFoundError) and e.name in modules
-
-
 def cmd_reproduce(args) -> int:
-    try:
-        from .experiments.reproduce import main as reproduce_main
-    except ImportError as e:
-        if not _missing(e, "minigpt.reproduce"):
-            raise
-        raise UsageError("minigpt reproduce is not available in this version yet; use minigpt train --preset paper") from None
     if args.full + args.quick + (args.from_checkpoint is not None) > 1:
         raise UsageError("--full, --quick and --from-checkpoint are different modes: pick one")
     if args.steps is not None and args.steps < 1:
@@ -268,17 +259,7 @@ def cmd_reproduce(args) -> int:
     if not 0 <= args.seed < 2**32:
         raise UsageError(f"--seed must be between 0 and 2**32 - 1, got {args.seed}")
     args.threads = _threads_arg(args.threads)
-    return reproduce_main(args)
-
-
-def _derive_module():
-    try:
-        from theory import derive
-    except ImportError as e:
-        if not _missing(e, "theory", "theory.derive"):
-            raise
-        raise UsageError("minigpt derive is not available: the theory package has no derive module yet") from None
-    return derive
+    return reproduce.main(args)
 
 
 class _DeriveHelp(argparse.Action):
@@ -288,13 +269,12 @@ class _DeriveHelp(argparse.Action):
         super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
 
     def __call__(self, parser, namespace, values, option_string=None):
-        parser.epilog = "topics:\n" + _derive_module().topic_list()
+        parser.epilog = "topics:\n" + derive.topic_list()
         parser.print_help()
         parser.exit()
 
 
 def cmd_derive(args) -> int:
-    derive = _derive_module()
     if args.topic is None:
         print("topics (minigpt derive TOPIC [--latex]):\n" + derive.topic_list())
         return 0
@@ -305,17 +285,10 @@ def cmd_derive(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    try:
-        from .bench import main as bench_main
-    except ImportError as e:
-        if not _missing(e, "minigpt.bench"):
-            raise
-        raise UsageError("minigpt bench is not available in this version") from None
     return bench_main(args)
 
 
 def cmd_sweep(args) -> int:
-
     return sweep_main(args)
 
 
@@ -327,7 +300,6 @@ def _preset_list(presets) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-
     p = _Parser(prog="minigpt", description="A numpy GPT-style transformer that learns affine recurrences in context.")
     p.add_argument("--version", action="version", version=f"minigpt {__version__}", help="print the version and exit")
     sub = p.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")

@@ -4,15 +4,15 @@
       ^
     experiments  minigpt.experiments.*     analysis, claims, report, story, reproduce, sweep, ...   --> theory
       ^
-    interp       minigpt.interp.*          the toolkit: resid, lens, attribution, ablation, patching, plots
+    interp       minigpt.interp.*          the toolkit: lens, attribution, ablation, patching, head scores, plots
       ^
-    train        minigpt.train.*           the training loop, load_run
+    training     minigpt.training.*        the training loop, load_run
+      ^
+    fast         minigpt.fast.*            speed kernels, sharded steps, minigpt.Transformer (+ save/load)
+      ^
+    io           minigpt.io.*              the checkpoint file format (validates the data record with tasks)
       ^
     tasks        minigpt.tasks.*           data, baselines, presets               <-- theory
-      ^
-    fast         minigpt.fast.*            speed kernels, shard pool, minigpt.Transformer
-      ^
-    io           minigpt.io.*              the checkpoint file format
       ^
     nn           minigpt.nn.*              the textbook core: numpy + scipy only   <-- theory
 
@@ -52,10 +52,10 @@ REPO = next(p for p in Path(__file__).resolve().parents if (p / "minigpt" / "__i
 # (layer name, module patterns), bottom to top; "pkg.*" is pkg and everything below it, else the exact module
 LAYERS = [
     ("nn", ("minigpt.nn.*",)),
+    ("tasks", ("minigpt.tasks.*",)),
     ("io", ("minigpt.io.*",)),
     ("fast", ("minigpt.fast.*",)),
-    ("tasks", ("minigpt.tasks.*",)),
-    ("train", ("minigpt.train.*",)),
+    ("training", ("minigpt.training.*",)),
     ("interp", ("minigpt.interp.*",)),
     ("experiments", ("minigpt.experiments.*",)),
     ("top", ("minigpt", "minigpt.__main__", "minigpt.cli", "minigpt.bench")),
@@ -75,7 +75,7 @@ FLAT_MODULES = [
     "minigpt.baselines", "minigpt.baselines_ext", "minigpt.checkpoint", "minigpt.config", "minigpt.data",
     "minigpt.emergence", "minigpt.extensions", "minigpt.gradcheck", "minigpt.hooks", "minigpt.model",
     "minigpt.ops", "minigpt.optim", "minigpt.presets", "minigpt.refinement", "minigpt.reproduce",
-    "minigpt.runner", "minigpt.shardpool", "minigpt.sweep", "minigpt.threads", "minigpt.training",
+    "minigpt.runner", "minigpt.shardpool", "minigpt.sweep", "minigpt.threads",
     "minigpt.interp.analysis", "minigpt.interp.claims", "minigpt.interp.report", "minigpt.interp.story",
 ]
 

@@ -4,7 +4,7 @@ import pytest
 
 from minigpt.experiments import extensions
 from minigpt.tasks import presets
-from minigpt.training.loop import train
+from minigpt.training import load_run, train
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +30,8 @@ def test_report_has_a_section_per_task(runs, tmp_path):
 
 
 def test_analysis_numbers_are_consistent(runs):
-    model, task = extensions.load_run(runs["linear2"])
+    run = load_run(runs["linear2"])
+    model, task = run.model, run.task
     res = extensions.analyse(model, task, n_eval=64, n_mech=32)
     t0 = res["exact_from"]
     assert t0 == 3 and res["mean_from_t0"]["exact"] < 1e-12 and res["mean_from_t0"]["oracle"] == 0

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minigpt.experiments.extensions import load_run
+from minigpt.training import load_run
 from theory.bayes import bayes_mse, posterior_mean_next
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "report", "checkpoints")
@@ -27,7 +27,8 @@ N = 20000
 
 @pytest.fixture(scope="module", params=CHECKPOINTS)
 def run(request):
-    return load_run(os.path.join(ROOT, request.param + ".npz"))
+    loaded = load_run(os.path.join(ROOT, request.param + ".npz"))
+    return loaded.model, loaded.task
 
 
 def pythagoras(model, task, rng, t, n=N):

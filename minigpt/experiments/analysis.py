@@ -326,7 +326,6 @@ def claim_tests(res):
 
 
 def make_figures(model, res, sq, cache, x, fig_dir, label):
-
     cfg = model.cfg
     L, H, T = cfg.n_layers, cfg.n_heads, x.shape[1]
     os.makedirs(fig_dir, exist_ok=True)

@@ -32,6 +32,7 @@ import numpy as np
 
 from ..interp.head_scores import THRESHOLDS, classify_heads, head_scores
 from ..interp.lens import prediction_lens
+from ..interp.plots import plt
 from ..io.checkpoint import write_text_atomic
 
 PROBE_SEED = 24680
@@ -152,24 +153,13 @@ def summary(records):
 
 
 # ----------------------------------------------------------------------------- plots
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _threshold(key):
-
     return THRESHOLDS[key]
 
 
 def plot_run(records, path, title=""):
     """One run: loss per position, lens per layer, and every head's copy (layer 0), sim effect, OV gain and
     r(dc, est0) (last layer) against the step, with the definitions' thresholds dashed.  Returns ``path``."""
-    plt = _plt()
     steps = np.array([r["step"] for r in records])
     fig, axes = plt.subplots(2, 3, figsize=(15, 8))
     ax = axes[0, 0]
@@ -204,7 +194,6 @@ def plot_setting(runs, path, title=""):
     """Several runs of one setting (``runs``: a list of record lists): each mechanism's strength per seed
     (thin) and the median (thick) against the step, the share of seeds with each mechanism, and the
     median loss per position.  Returns ``path``."""
-    plt = _plt()
     runs = [r for r in runs if r]
     fig, axes = plt.subplots(2, 3, figsize=(15, 8))
     for ax, (mech, (col, _, _, th)) in zip(axes.ravel()[:4], STRENGTH.items()):

@@ -71,13 +71,11 @@ the copy-then-refine criterion: the docstring of ``minigpt/extensions.py``.
 
 
 # ----------------------------------------------------------------------------- loading
-
-
 def export_model(run, path):
     """Save the model of a run (folder or checkpoint) as a bare model file that keeps its data config
     (no optimizer state: about a third of the size); ``load_run`` reads it back."""
-
-    model, task = load_run(run)
+    loaded = load_run(run)
+    model, task = loaded.model, loaded.task
     save_checkpoint(path, model.params, {"model": model.cfg.to_dict(), "data": task.spec()})
     return path
 
@@ -346,7 +344,8 @@ def extensions_report(runs: dict, out="report/extensions.md", n_eval=4096, n_mec
     fig_dir = os.path.join(out_dir or ".", FIG_DIR) if (figures and out) else None
     parts = [header if header is not None else HEADER]
     for lab, path in runs.items():
-        model, task = load_run(path)
+        run = load_run(path)
+        model, task = run.model, run.task
         res = analyse(model, task, n_eval, n_mech, seed, fig_dir, lab)
         parts.append(section(res, out_dir or "."))
     md = "\n".join(parts)

@@ -114,7 +114,8 @@ def main(argv=None):
     ap.add_argument("--out", default="runs/refinement.md", help="markdown file to write (default runs/refinement.md)")
     ap.add_argument("--nodes", type=int, default=16, help="Gauss-Legendre nodes per prior axis (default 16)")
     args = ap.parse_args(argv)
-    model, task = load_run(args.run)
+    run = load_run(args.run)
+    model, task = run.model, run.task
     label = os.path.basename(args.run.rstrip("/")).removesuffix(".npz")
     text = render(label, trained_side(model, task), theory_side(task, args.nodes),
                   f"python -m minigpt.refinement --run {args.run} --out {args.out}")

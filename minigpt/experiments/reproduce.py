@@ -62,7 +62,6 @@ QUICK_SIZES = dict(n_eval=512, n_scores=256, n_abl=256, n_patch=64)  # --quick: 
 
 
 def _spec(overrides, steps, seed, preset="paper"):
-
     spec = presets.apply_overrides(presets.get_preset(preset), list(overrides) + [f"train.steps={steps}", f"train.seed={seed}"])
     spec["train"]["checkpoint_every"] = steps  # one checkpoint at the end
     spec["train"]["eval_every"] = max(1, min(spec["train"]["eval_every"], steps // 6 or 1))
@@ -177,7 +176,6 @@ def _logger(args):
 
 
 def run_quick(args) -> int:
-
     root = args.out
     out = os.path.join(root, QUICK_OUT)
     fig_dir = os.path.join(out, "figures")
@@ -206,7 +204,6 @@ def run_quick(args) -> int:
 
 
 def run_full(args) -> int:
-
     out = args.out
     fig_dir = os.path.join(out, "figures")
     workers = args.workers or os.cpu_count() or 1

@@ -402,7 +402,7 @@ def _late_text(s):
                  f"The 10% of (sequence, position) pairs at t >= {brk} where the head's copy is stalest carry {lt['err_share_stale_top10']:.0%} "
                  "of the squared error there. ")
         if rise > 1.1 and after < 0.8 * before:
-            text += f"So the late rise is (at least partly) caused by the broken diagonal: the stale copy it produces is not fully corrected later."
+            text += "So the late rise is (at least partly) caused by the broken diagonal: the stale copy it produces is not fully corrected later."
             explained = True
         elif rise > 1.1 and after >= 0.8 * before:
             text += (f"Repairing the diagonal does not lower the late MSE{' (it raises it: the later layers rely on the pattern as it is)' if after > 1.2 * before else ''}, "

@@ -148,7 +148,6 @@ def _flat_config(spec):
 
 
 def _full_spec(spec):
-
     mcfg, tcfg, task = presets.build(spec)
     return _canon({"model": mcfg.to_dict(), "train": tcfg.to_dict(), "data": task.spec()})
 
@@ -308,7 +307,6 @@ def run_sweep(jobs, out=SWEEP_DIR, workers=None, dask=None, log=print):
 
 
 def _run_sweep_locked(jobs, out, workers, dask, log):
-
     remove_stale_temps(out)
     workers = workers or os.cpu_count() or 1
     rows = [finished_row(j) for j in jobs]
@@ -493,7 +491,6 @@ def write_report(table, out_dir, runs_dir=None, command=None):
 
 # ----------------------------------------------------------------------------- command line
 def _command_line():
-
     argv = sys.argv[1:]
     return "minigpt " + " ".join(shlex.quote(a) for a in argv) if argv[:1] == ["sweep"] else None
 

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from ..fast.model import Transformer
 from ..fast.threads import resolve_threads, usable_cores
@@ -343,8 +344,6 @@ def train(
 
         bar = None
         if progress:
-            from tqdm.auto import tqdm
-
             # disable=None: no bar when stderr is not a terminal (logs, pipes, tests)
             bar = tqdm(total=tc.steps, initial=start, desc="train", dynamic_ncols=True, leave=False, disable=None)
         flag = _SignalFlag()
