@@ -19,8 +19,10 @@ from . import __version__
 from .bench import main as bench_main
 from .experiments import reproduce
 from .experiments.sweep import main as sweep_main
+from .fast import ops as fast_ops
 from .fast.threads import usable_cores
 from .io.checkpoint import CheckpointError, write_text_atomic
+from .nn import ops as reference_ops
 from .nn.config import ModelConfig, did_you_mean
 from .nn.config import cut as _cut
 from .nn.gradcheck import format_report, gradcheck_config
@@ -221,8 +223,7 @@ def _check_output(option, path, inputs):
 
 # ----------------------------------------------------------------------------- gradcheck
 def gradcheck_configs(preset: str):
-    """The 12 combinations of attn_only x normalization_type x act_fn at a small size of ``preset``."""
-
+    """The 8 combinations of attn_only x normalization_type x act_fn (one act_fn without an MLP) at a small size of ``preset``."""
     base = presets.get_preset(preset)["model"]
     for attn_only, norm, act in itertools.product((False, True), ("LN", None), ("gelu_new", "gelu", "relu")):
         if attn_only and act != "gelu_new":
@@ -233,14 +234,17 @@ def gradcheck_configs(preset: str):
         )
 
 
+OP_SETS = {"reference": reference_ops, "fast": fast_ops}  # minigpt.nn.ops, minigpt.fast.ops
+
+
 def cmd_gradcheck(args) -> int:
     worst, failed = 0.0, 0
-    for cfg in gradcheck_configs(args.preset):
-        report = gradcheck_config(cfg, seed=args.seed)
+    for cfg, (name, ops) in itertools.product(list(gradcheck_configs(args.preset)), OP_SETS.items()):
+        report = gradcheck_config(cfg, seed=args.seed, ops=ops)
         m = max(r.max_rel_diff for r in report)
         worst = max(worst, m)
         failed += sum(not r.ok for r in report)
-        print(f"\n== attn_only={cfg.attn_only} normalization_type={cfg.normalization_type} act_fn={cfg.act_fn} "
+        print(f"\n== {name} ops: attn_only={cfg.attn_only} normalization_type={cfg.normalization_type} act_fn={cfg.act_fn} "
               f"(n_layers={cfg.n_layers}, d_model={cfg.d_model}, n_heads={cfg.n_heads}, d_mlp={cfg.d_mlp}, pos={cfg.n_ctx}, float64)")
         print(format_report(report))
     print(f"\nworst max relative error: {worst:.3e} (tolerance 1e-6); {failed} tensor(s) failed")
@@ -328,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", default=None, help="also write the table as JSON to this path")
     e.set_defaults(fn=cmd_eval)
 
-    g = sub.add_parser("gradcheck", help="hand-written gradients against float64 central differences")
+    g = sub.add_parser("gradcheck", help="hand-written gradients against float64 central differences (reference and fast ops)")
     g.add_argument("--preset", default="paper", help="preset whose n_layers the small checked models use (default paper)")
     g.add_argument("--seed", type=int, default=0, help="seed of the random parameters and inputs (default 0)")
     g.set_defaults(fn=cmd_gradcheck)

@@ -211,18 +211,6 @@ def test_model_input_shapes_are_checked():
         m.loss_and_grad(np.zeros((2, 3)), np.zeros((2, 4)))
 
 
-@pytest.mark.parametrize("command, module", [("reproduce", "minigpt.reproduce"), ("bench", "minigpt.bench"), ("derive", "theory.derive")])
-def test_missing_optional_commands_are_a_usage_error(capsys, monkeypatch, command, module):
-    import sys
-
-    monkeypatch.setitem(sys.modules, module, None)  # as if the module did not exist
-    parent, _, child = module.rpartition(".")
-    if parent in sys.modules:  # an earlier import left it as an attribute of its package
-        monkeypatch.delattr(sys.modules[parent], child, raising=False)
-    status, err = run(capsys, [command])
-    assert status == 2 and "not available" in err
-
-
 def test_internal_errors_are_one_line_with_status_70(capsys, monkeypatch):
     from minigpt import cli
 

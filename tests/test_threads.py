@@ -131,7 +131,7 @@ def test_a_dead_helper_is_reported_then_replaced():
     pool = shardpool.get_pool(model.cfg, 1)
     pool.procs[0].kill()
     pool.procs[0].wait()
-    x3, t3 = model._prepare(x), y.astype(model.cfg.dtype)
+    x3, t3 = model.prepare(x), y.astype(model.cfg.dtype)
     with pytest.raises(shardpool.ShardPoolError, match="died"):  # a step that finds the helper dead
         pool.submit(model.params, x3, t3, [slice(2, 4)])
         pool.collect(1)

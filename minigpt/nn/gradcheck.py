@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from types import ModuleType
 
 import numpy as np
 
@@ -31,10 +32,11 @@ class TensorCheck:
     ok: bool
 
 
-def nontrivial_model(cfg: ModelConfig, seed: int = 0, scale: float = 0.3) -> Transformer:
-    """A float64 model whose every parameter is perturbed: biases != 0, LayerNorm gains != 1."""
+def nontrivial_model(cfg: ModelConfig, seed: int = 0, scale: float = 0.3, ops: ModuleType | None = None) -> Transformer:
+    """A float64 model on ``ops`` (default: the reference ops) whose every parameter is perturbed: biases != 0,
+    LayerNorm gains != 1."""
     cfg = dataclasses.replace(cfg, dtype="float64")
-    model = Transformer(cfg, seed=seed)
+    model = Transformer(cfg, seed=seed, ops=ops)
     rng = np.random.default_rng(seed + 1)
     for name, p in model.params.items():
         p += scale * rng.standard_normal(p.shape)
@@ -82,9 +84,11 @@ def format_report(report: list[TensorCheck]) -> str:
     return "\n".join(lines)
 
 
-def gradcheck_config(cfg: ModelConfig, batch: int = 2, seed: int = 0, tol: float = 1e-6) -> list[TensorCheck]:
-    """Build a non-trivial float64 model of ``cfg`` and check it on random inputs of length ``n_ctx``."""
-    model = nontrivial_model(cfg, seed)
+def gradcheck_config(cfg: ModelConfig, batch: int = 2, seed: int = 0, tol: float = 1e-6,
+                     ops: ModuleType | None = None) -> list[TensorCheck]:
+    """Build a non-trivial float64 model of ``cfg`` on ``ops`` (default: the reference ops, ``minigpt.nn.ops``)
+    and check it on random inputs of length ``n_ctx``."""
+    model = nontrivial_model(cfg, seed, ops=ops)
     rng = np.random.default_rng(seed + 2)
     T = cfg.n_ctx
     shape = (batch, T) if cfg.d_in == 1 else (batch, T, cfg.d_in)
