@@ -99,7 +99,7 @@ assert max(errors.values()) < 1e-7, "the backward pass disagrees with central di
 
 # %% [markdown]
 # ## Check 2: inside the whole model, with the project's gradcheck
-# `minigpt.gradcheck` perturbs every parameter of a small float64 model (biases $\ne 0$, LayerNorm
+# `minigpt.nn.gradcheck` perturbs every parameter of a small float64 model (biases $\ne 0$, LayerNorm
 # gains $\ne 1$) and compares the model's gradients with central differences of its loss. We swap
 # your function in for `ops.layernorm_backward`, so every LayerNorm in the model uses it.
 

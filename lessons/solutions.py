@@ -1,7 +1,7 @@
 """Reference solutions to the lesson exercises (lesson 6: backprop by hand).
 
 Try the exercise first; ``MINIGPT_LESSON_SOLUTIONS=1`` makes the lessons use these (the tests do).
-These are written for reading, not speed: ``minigpt.ops`` has the in-place versions the model uses.
+These are written for reading, not speed: ``minigpt.fast.ops`` has the in-place versions the model uses.
 """
 import numpy as np
 

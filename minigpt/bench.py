@@ -9,7 +9,7 @@ runs in float32 with the same thread count.
 Each (configuration, thread count) runs in a fresh subprocess whose BLAS and OpenMP thread counts are
 set in its environment before numpy or torch load (``torch.set_num_threads`` too).  minigpt's step uses
 ``threads="auto"``: on n threads it runs n batch shards, one here and n - 1 in helper processes with one
-BLAS thread each (``minigpt.shardpool``); their CPU time and memory are counted with minigpt's.  Inside it the two
+BLAS thread each (``minigpt.fast.shardpool``); their CPU time and memory are counted with minigpt's.  Inside it the two
 steps alternate in blocks of ``BLOCK`` back-to-back steps (the order flips every round; the first step of a
 block is not timed, see ``worker``), warm-up rounds are dropped and medians are reported.
 Wall-clock time is what a user waits for; process CPU time is also shown because on a busy machine
@@ -174,7 +174,7 @@ def matmul_peak_gflops(n=1024, repeats=5) -> float:
 
 
 def _helpers_cpu() -> float:
-    """CPU seconds used so far by minigpt's shard helper processes (``minigpt.shardpool``), from /proc."""
+    """CPU seconds used so far by minigpt's shard helper processes (``minigpt.fast.shardpool``), from /proc."""
 
     total = 0.0
     for pid in helper_pids():

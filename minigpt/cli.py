@@ -297,7 +297,7 @@ def cmd_sweep(args) -> int:
 
 
 def _preset_list(presets) -> str:
-    """The ``train --help`` epilog: every preset in ``minigpt.presets`` with its one-line description."""
+    """The ``train --help`` epilog: every preset in ``minigpt.tasks.presets`` with its one-line description."""
     width = max(len(n) for n in presets.PRESETS)
     lines = [f"  {n:<{width}}  {presets.DESCRIPTIONS.get(n, '')}".rstrip() for n in presets.PRESETS]
     return "presets (--preset NAME):\n" + "\n".join(lines)
@@ -353,7 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--runs", default="runs", help="--full: folder for the training runs")
     r.add_argument("--workers", type=int, default=None, help="--full/--quick: parallel processes (default: all cores)")
     r.add_argument("--steps", type=int, default=None,
-                   help="training steps (story: the preset's, 2000 for paper; --full: minigpt.reproduce.DEFAULT_STEPS)")
+                   help="training steps (story: the preset's, 2000 for paper; --full: minigpt.experiments.reproduce.DEFAULT_STEPS)")
     r.add_argument("--alternatives", choices=("auto", "always", "never"), default="auto",
                    help="--full: also train alternative settings: auto = when a claim fails under the paper preset")
     r.add_argument("--alt-seeds", type=int, default=2, help="--full: seeds per alternative setting (default 2)")

@@ -1,6 +1,6 @@
 """Symbolic Jacobians of the model's ops, lambdified: an oracle for the hand-written backward passes.
 
-Shares no code with ``minigpt.ops``: every forward is re-written here in sympy at a small fixed size,
+Shares no code with ``minigpt.fast.ops``: every forward is re-written here in sympy at a small fixed size,
 differentiated by sympy, and turned into numpy by ``lambdify``. The vector-Jacobian product
 J^T dout is obtained as the gradient of the scalar L = sum(out * dout) (the "fake loss").
 

@@ -1,6 +1,6 @@
 """Bayes-optimal prediction of the next term and the expected MSE of every baseline.
 
-Setting (``minigpt.data.AffineRecurrence``): a, b, x0 independent, each ``("uniform", lo, hi)`` or
+Setting (``minigpt.tasks.data.AffineRecurrence``): a, b, x0 independent, each ``("uniform", lo, hi)`` or
 ``("normal", mean, std)``; observed y_n = x_n + noise * e_n with e_n ~ N(0, 1) i.i.d.
 Position t predicts y_{t+1} from y_0 .. y_t.
 
@@ -21,7 +21,7 @@ Baselines (closed forms are expectations of polynomials in a, b, x0 and the nois
 sympy and averaged with the priors' exact moments in 60-digit arithmetic):
   copy y_t;  linear 2 y_t - y_{t-1} (copy at t = 0);  oracle a y_t + b;  prior_mean E[a] y_t + E[b];
   three_term: next_from_three at t >= 2;  least_squares: fit y_{i+1} ~ a y_i + b over the prefix
-  at t >= 2; both copy at t < 2 (as ``minigpt.baselines``).
+  at t >= 2; both copy at t < 2 (as ``minigpt.tasks.baselines``).
   three_term and least_squares are exact (MSE 0) at t >= 2 without noise; with noise they are
   ratios of random variables with no closed form (NotImplementedError).
 """

@@ -161,7 +161,7 @@ def arithmetic_context():
 
 # ----------------------------------------------------------------------------- sequence families
 FAMILIES = {
-    # name: (a prior, b prior, x0 prior) as minigpt.data.AffineRecurrence specs
+    # name: (a prior, b prior, x0 prior) as minigpt.tasks.data.AffineRecurrence specs
     "converging": (("uniform", 0.1, 0.9), ("uniform", -1.0, 1.0), ("uniform", -1.0, 1.0)),
     "oscillating": (("uniform", -0.9, -0.1), ("uniform", -1.0, 1.0), ("uniform", -1.0, 1.0)),
     "arithmetic": (("uniform", 1.0, 1.0), ("uniform", -1.0, 1.0), ("uniform", -1.0, 1.0)),

@@ -248,7 +248,7 @@ def reference_circuit(n_ctx=8, ns_beta=-4.0, ns_gamma=-0.5, ns_pos_bias=None) ->
 
 
 def claim_circuit(copy_at=(0, 1), n_ctx=8, ns_beta=-0.1, ns_gamma=0.001) -> Circuit:
-    """A circuit for the claim tests (``minigpt.interp.analysis.claim_tests``), exact on the a = 1 family
+    """A circuit for the claim tests (``minigpt.experiments.analysis.claim_tests``), exact on the a = 1 family
     x_{t+1} = 2 x_t - x_{t-1}:
 
         copying head at ``copy_at`` (layer 0 or 1)    out = x_t        read-out weight 2

@@ -1,6 +1,6 @@
 """What one softmax-similarity head can add to a first estimate of the next term, under a prior.
 
-Setting: the affine task with uniform priors on a, b, x0 (``minigpt.data.AffineRecurrence``, no noise). At query t
+Setting: the affine task with uniform priors on a, b, x0 (``minigpt.tasks.data.AffineRecurrence``, no noise). At query t
 the model holds a first estimate e_t of x_{t+1} and one head adds
 
     gamma * m_t,   m_t = sum_{j<=t} softmax_j(beta s(x_t, x_j) + lam (j - t)) x_j,

@@ -3,7 +3,7 @@ and the report section ``report/extensions.md``.
 
     extensions_report({"linear2": "runs/ext_linear2", "poly2": "runs/ext_poly2"}, out="report/extensions.md")
 
-or ``python -m minigpt.extensions --run linear2=runs/ext_linear2 --run poly2=runs/ext_poly2``.  A run is a
+or ``python -m minigpt.experiments.extensions --run linear2=runs/ext_linear2 --run poly2=runs/ext_poly2``.  A run is a
 run folder (with ``checkpoint.npz``) or a checkpoint file; its data config names the task.
 
 Per task it measures, on fresh held-out sequences:
@@ -53,7 +53,7 @@ from ..training.run import load_run
 FIG_DIR = "figures/extensions"
 HEADER = """## Beyond the paper: vector recurrences and polynomial sequences
 
-The two next steps the paper names, with the same measurements as the scalar task (``minigpt.extensions``).
+The two next steps the paper names, with the same measurements as the scalar task (``minigpt.experiments.extensions``).
 
 * ``LinearRecurrence(dim=k)``: x_{n+1} = A x_n + b in R^k, read in and out through d_in = d_out = k. A = rho M / s(M)
   with M Gaussian, rho ~ U(0, 1) and s the spectral radius of M (so max |eigenvalue| = rho; draws whose powers
@@ -66,7 +66,7 @@ The two next steps the paper names, with the same measurements as the scalar tas
 Baselines: copy (x_t), exact (above), least squares (regress x_{i+1} on (x_i, 1) over the prefix / fit a degree-m
 polynomial to the prefix), linear extrapolation 2 x_t - x_{t-1} (polynomials), oracle (true parameters). All MSEs
 are per term (averaged over the k coordinates) on fresh held-out sequences. Definitions of the head scores and of
-the copy-then-refine criterion: the docstring of ``minigpt/extensions.py``.
+the copy-then-refine criterion: the docstring of ``minigpt/experiments/extensions.py``.
 """
 
 

@@ -1,6 +1,6 @@
 """The theory of one refining head (``theory.refinement``) held against a trained model's last-layer heads.
 
-    python -m minigpt.refinement --run report/checkpoints/paper_s0.npz --out report/refinement.md
+    python -m minigpt.experiments.refinement --run report/checkpoints/paper_s0.npz --out report/refinement.md
 
 For the trained model, on held-out sequences (query rows t >= 2):
 - the estimate entering the last layer: a linear probe of x_{t+1} on ``resid_pre`` of the last layer (fitted on
@@ -109,7 +109,7 @@ def render(label, trained, theory, command):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m minigpt.refinement", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m minigpt.experiments.refinement", description=__doc__.splitlines()[0])
     ap.add_argument("--run", default="report/checkpoints/paper_s0.npz", help="run folder or checkpoint of a scalar affine model")
     ap.add_argument("--out", default="runs/refinement.md", help="markdown file to write (default runs/refinement.md)")
     ap.add_argument("--nodes", type=int, default=16, help="Gauss-Legendre nodes per prior axis (default 16)")
@@ -118,7 +118,7 @@ def main(argv=None):
     model, task = run.model, run.task
     label = os.path.basename(args.run.rstrip("/")).removesuffix(".npz")
     text = render(label, trained_side(model, task), theory_side(task, args.nodes),
-                  f"python -m minigpt.refinement --run {args.run} --out {args.out}")
+                  f"python -m minigpt.experiments.refinement --run {args.run} --out {args.out}")
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         f.write(text)

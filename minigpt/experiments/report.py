@@ -1,4 +1,4 @@
-"""Write ``REPORT.md`` from the analysis dicts of ``minigpt.interp.analysis.analyse`` (grouped by setting)."""
+"""Write ``REPORT.md`` from the analysis dicts of ``minigpt.experiments.analysis.analyse`` (grouped by setting)."""
 from __future__ import annotations
 
 import os

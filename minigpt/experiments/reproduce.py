@@ -1,12 +1,12 @@
 """``minigpt reproduce``: the copy-then-refine story of the ``paper`` preset, fast, then the full multi-seed report.
 
 Default (the README's main command): train one ``paper`` seed (``--threads auto``; or ``--from-checkpoint``, the
-shipped ``report/checkpoints/paper_s0.npz``), measure the story on it (``minigpt.interp.story``), print it and
+shipped ``report/checkpoints/paper_s0.npz``), measure the story on it (``minigpt.experiments.story``), print it and
 write ``STORY.md`` with its figures to ``--out`` (default ``runs/reproduce``, ignored by git).  Every long phase
 shows a progress bar with the time left.
 
 ``--full``: train the ``paper`` preset for several seeds in parallel worker processes, run every analysis
-(``minigpt.interp.analysis``) and write ``<out>/REPORT.md`` with its PNG figures.  If a claim of the paper does
+(``minigpt.experiments.analysis``) and write ``<out>/REPORT.md`` with its PNG figures.  If a claim of the paper does
 not hold under the ``paper`` preset, alternative settings (``ALTERNATIVES``) are trained and analysed the same way,
 so the report can say under which settings the mechanisms show (``--alternatives auto``, the default; ``always`` /
 ``never`` to force).  ``--full --out report`` regenerates the tracked ``report/REPORT.md``: the file holds no run
@@ -15,7 +15,7 @@ time, so the same numbers give the same bytes (the run time goes to ``<runs>/rep
 ``--quick`` skips training and re-analyses the checkpoints shipped in ``report/checkpoints`` (``--checkpoints``);
 it writes ``<out>/quick/REPORT.md`` (figures in ``<out>/quick/figures``).
 
-``rerender(runs, out)`` (``python -m minigpt.reproduce --from-analyses``) rewrites ``REPORT.md`` from the saved
+``rerender(runs, out)`` (``python -m minigpt.experiments.reproduce --from-analyses``) rewrites ``REPORT.md`` from the saved
 ``runs/<setting>/seed<s>/analysis.json`` files without training or analysing again.
 
 Workers are started with the ``spawn`` method after ``OPENBLAS_NUM_THREADS=1`` (and friends) are set, so

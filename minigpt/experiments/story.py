@@ -309,7 +309,7 @@ def _write_markdown(s, figs, out_dir):
     lines = ["# The copy-then-refine story of one model", "", *[f"- {ln}" for ln in story_lines(s)], "",
              (f"Model: `{s['source']}`. " if s.get("source") else "")
              + f"Held-out: {s['n']} sequences; MSE and effects over positions t >= {s['t_min']} (position t predicts term t+1). "
-             "Written by `minigpt reproduce` (`minigpt.interp.story`); every number is measured on this model.", "",
+             "Written by `minigpt reproduce` (`minigpt.experiments.story`); every number is measured on this model.", "",
              f"## Layer 0: {c['head']} copies {c['term']}", "", f"![copy head]({rel('copy_head')})", "",
              f"Left: {c['head']}'s attention on one sequence (a = {ex['a']:.2f}, b = {ex['b']:.2f}); right: the mean over {s['n']} sequences. "
              f"Outlined cells: the copied term ({c['kind']}). Mean weight on it at t >= 1: {c['attention']:.2f}; its output carries the term "

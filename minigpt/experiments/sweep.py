@@ -1,6 +1,6 @@
 """``minigpt sweep``: a grid of presets x override sets x seeds.  Every run trains (with an emergence probe
-every K steps, ``minigpt.emergence``), saves its checkpoint, runs the full per-model analysis
-(``minigpt.interp.analysis.analyse``: head scores, ablations, lens, patching, claim tests) and yields one
+every K steps, ``minigpt.experiments.emergence``), saves its checkpoint, runs the full per-model analysis
+(``minigpt.experiments.analysis.analyse``: head scores, ablations, lens, patching, claim tests) and yields one
 row of a table written as ``sweep.csv`` and ``sweep.json`` in the sweep folder.
 
 Layout of ``--out`` (default ``runs/sweep``)::
@@ -10,7 +10,7 @@ Layout of ``--out`` (default ``runs/sweep``)::
     <preset>-<hash>/seed<s>/         checkpoint.npz, metrics.jsonl, config.json (the training run),
                                      emergence.json + emergence.png, analysis.json, result.json
 
-Execution: a local ``spawn`` process pool with one BLAS thread per worker (``minigpt.runner``, default: all
+Execution: a local ``spawn`` process pool with one BLAS thread per worker (``minigpt.experiments.pool``, default: all
 cores), or ``--dask ADDRESS`` to send the same runs to a Dask distributed scheduler (``pip install
 "minigpt[dask]"``; workers must see the ``--out`` folder, i.e. a shared file system, and should be started
 with ``OPENBLAS_NUM_THREADS=1`` and one thread each).  ``--dask local`` starts a ``LocalCluster``.
@@ -432,7 +432,7 @@ def write_report(table, out_dir, runs_dir=None, command=None):
     lines += [
         "Each run trains from its own seed (initialisation, data stream, held-out set) and is analysed with the",
         "operational definitions of `docs/interp.md`: the verdict columns (`v2_*`, **bold**) by definitions v2",
-        "(`minigpt.interp.claims`), the earlier readings (`minigpt.interp.head_scores.classify_heads`, `analysis.claim_tests`)",
+        "(`minigpt.experiments.claims`), the earlier readings (`minigpt.interp.head_scores.classify_heads`, `analysis.claim_tests`)",
         "after them, kept for comparison and not counted (docs/interp.md says why).",
         "\"Last layer\" is layer n_layers - 1, i.e. layer 2 of the paper's three-layer model. Shares are over seeds,",
         "with 95% Wilson score intervals. Onset: the first emergence probe from which the flag stays on to the end.",

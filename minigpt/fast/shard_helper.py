@@ -1,4 +1,4 @@
-"""Entry point of a shard helper process (see ``minigpt.shardpool``): started as ``python -c
+"""Entry point of a shard helper process (see ``minigpt.fast.shardpool``): started as ``python -c
 shardpool.HELPER_CODE FD``, which ignores Ctrl-C/SIGTERM before importing anything (the caller handles
 them) and calls ``main()``.  A helper never prints a traceback."""
 import sys

@@ -1,7 +1,7 @@
 """How many cores a training step uses, and numpy's BLAS threads.
 
 ``loss_and_grad(threads=n)`` cuts the batch into ``n`` shards: this process computes the first, helper
-processes the others (``minigpt.shardpool``).  Meanwhile BLAS must run one thread per call: a
+processes the others (``minigpt.fast.shardpool``).  Meanwhile BLAS must run one thread per call: a
 multi-threaded OpenBLAS call competing with the helpers for the same cores can run a hundred times slower.
 
     blas_threads()                    -> the number of threads numpy's BLAS uses now (None if unknown)

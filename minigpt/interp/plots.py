@@ -282,7 +282,7 @@ def training_curves(histories: dict, path, title="Training"):
     return _save(fig, path)
 
 
-# ----------------------------------------------------------------------------- story figures (minigpt.interp.story)
+# ----------------------------------------------------------------------------- story figures (minigpt.experiments.story)
 def _attention_panel(ax, A, offset, x=None, title=""):
     """One attention map ``A [T, T]`` (query rows, key columns) with the copied cells (key = query - offset) outlined."""
     A = np.asarray(A, np.float64)

@@ -5,7 +5,7 @@ Convention (after llm.c and CS231n):
     out, cache = op_forward(inputs..., hook=None)   # cache keeps exactly what the backward needs
     dinputs... = op_backward(dout, cache, record=None)
 
-``hook`` (optional) is a ``HookContext`` (see ``minigpt.hooks``): ``hook(name, value)`` returns the value
+``hook`` (optional) is a ``HookContext`` (see ``minigpt.nn.hooks``): ``hook(name, value)`` returns the value
 to use from then on (a hook may replace an activation), and ``hook.wants(name)`` says whether an
 activation that costs extra work (``hook_result``) is asked for. ``record`` (optional) is called as
 ``record(name, grad)`` with the loss gradient with respect to each hooked activation.

@@ -102,7 +102,7 @@ def all_predictions(batch, task) -> dict[str, np.ndarray]:
     """Every baseline's predictions ``[batch, pos]`` on a ``data.Batch``'s inputs.
 
     For the tasks beyond the paper (``LinearRecurrence``, ``PolynomialSequence``) this returns
-    ``minigpt.baselines_ext.all_predictions`` (their own baseline set, same shapes as the inputs)."""
+    ``minigpt.tasks.baselines_ext.all_predictions`` (their own baseline set, same shapes as the inputs)."""
     if getattr(task, "name", "affine") != "affine":
 
         return baselines_ext.all_predictions(batch, task)

@@ -1,6 +1,6 @@
 """Baselines for the tasks beyond the paper: ``LinearRecurrence`` (vectors) and ``PolynomialSequence``.
 
-Same contract as ``minigpt.baselines``: a predictor takes the terms the model reads, ``x [batch, pos]``
+Same contract as ``minigpt.tasks.baselines``: a predictor takes the terms the model reads, ``x [batch, pos]``
 (polynomial) or ``x [batch, pos, dim]`` (linear), and returns predictions of the same shape whose entry
 t uses only x_0 .. x_t.
 

@@ -1,7 +1,7 @@
 """Training: the loop with held-out evaluation, checkpoints and exact resume (loop.py), and ``load_run``
 (run.py), the one way to load a trained run's model, task and configs.
 
-``from minigpt.training import train`` (the module path of the old ``minigpt/training.py``) keeps working.
+``from minigpt.training import train`` (the module path of the old ``minigpt/training/loop.py``) keeps working.
 """
 from .loop import (  # noqa: F401
     CHECKPOINT,

@@ -181,7 +181,7 @@ def _check_args(model_cfg, train_cfg, task, resume, force, callbacks):
     if not isinstance(train_cfg, TrainConfig):
         raise TypeError(f"train_cfg must be a minigpt.TrainConfig, got {type(train_cfg).__name__}")
     if not all(hasattr(task, a) for a in ("sample", "spec", "length")):  # AffineRecurrence or another task
-        raise TypeError(f"task must be a minigpt.data task such as AffineRecurrence, got {type(task).__name__}")
+        raise TypeError(f"task must be a minigpt.tasks.data task such as AffineRecurrence, got {type(task).__name__}")
     if resume and force:
         raise ValueError("resume and force contradict each other: pick one")
     for cb in callbacks:
@@ -262,7 +262,7 @@ def train(
 ) -> TrainResult:
     """Train a fresh model (or resume the one in ``out_dir``).  ``callbacks``: ``fn(step, model, record)``
     called after every evaluation.  ``threads``: each step's batch runs as that many shards side by side
-    (``"auto"``: as many as BLAS uses, at most the usable cores; see ``minigpt.threads``).  None: "auto" for a
+    (``"auto"``: as many as BLAS uses, at most the usable cores; see ``minigpt.fast.threads``).  None: "auto" for a
     new run, the checkpoint's own count on resume (so the resumed run is bitwise exact); an explicit other
     count on resume works with a ``UserWarning`` that exactness is lost.  Returns the model and the
     evaluation history.

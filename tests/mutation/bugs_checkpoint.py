@@ -10,9 +10,9 @@ child, so ``alive()`` is false there), and dropping any one of them alone was tr
 child still starts its own pool (tests/test_reliability_shm.py).
 """
 
-CK = "minigpt/checkpoint.py"
-TRAIN = "minigpt/training.py"
-POOL = "minigpt/shardpool.py"
+CK = "minigpt/io/checkpoint.py"
+TRAIN = "minigpt/training/loop.py"
+POOL = "minigpt/fast/shardpool.py"
 
 T_CK = "tests/test_checkpoint.py"
 T_RCK = "tests/test_reliability_checkpoint.py"

@@ -1,6 +1,6 @@
-"""Bugs in the claims under definitions v2 (minigpt/interp/claims.py), the refinement theory (theory/refinement.py)
-and its report (minigpt/refinement.py, analysis.null_gain)."""
-CL, RF, RR, AN = "minigpt/interp/claims.py", "theory/refinement.py", "minigpt/refinement.py", "minigpt/interp/analysis.py"
+"""Bugs in the claims under definitions v2 (minigpt/experiments/claims.py), the refinement theory (theory/refinement.py)
+and its report (minigpt/experiments/refinement.py, analysis.null_gain)."""
+CL, RF, RR, AN = "minigpt/experiments/claims.py", "theory/refinement.py", "minigpt/experiments/refinement.py", "minigpt/experiments/analysis.py"
 T_CL, T_RF, T_RR = "tests/test_claims.py", "tests/test_theory_refinement.py", "tests/test_refinement_report.py"
 
 BUGS = [

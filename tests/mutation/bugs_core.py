@@ -7,14 +7,14 @@ fastest tests that should notice it.  Not here: interp tools, the forward pass a
 loading (``bugs_interp.py``, ``bugs_model_theory.py``, ``bugs_checkpoint.py``).
 """
 
-OPS = "minigpt/ops.py"
-MODEL = "minigpt/model.py"
-OPTIM = "minigpt/optim.py"
-DATA = "minigpt/data.py"
-BASE = "minigpt/baselines.py"
-EXT = "minigpt/baselines_ext.py"
-CONFIG = "minigpt/config.py"
-EMERGE = "minigpt/emergence.py"
+OPS = "minigpt/fast/ops.py"
+MODEL = "minigpt/nn/model.py"
+OPTIM = "minigpt/nn/optim.py"
+DATA = "minigpt/tasks/data.py"
+BASE = "minigpt/tasks/baselines.py"
+EXT = "minigpt/tasks/baselines_ext.py"
+CONFIG = "minigpt/nn/config.py"
+EMERGE = "minigpt/experiments/emergence.py"
 
 T_OPS = "tests/test_ops.py"
 T_BP = "tests/test_theory_backprop.py"

@@ -1,4 +1,4 @@
-"""Planted bugs in the forward pass (minigpt/ops.py, minigpt/model.py) and in the Bayes theory
+"""Planted bugs in the forward pass (minigpt/fast/ops.py, minigpt/nn/model.py) and in the Bayes theory
 (theory/bayes.py, theory/recurrence.py), each with the tests that must notice it.  Run with
 ``python tests/mutation/run.py --only model-`` or ``--only theory-``.
 
@@ -10,8 +10,8 @@ Bayes predictor and floor at positions, priors or prefix lengths the older tests
 Backward-pass bugs are in ``bugs_core.py``.
 """
 
-OPS = "minigpt/ops.py"
-MODEL = "minigpt/model.py"
+OPS = "minigpt/fast/ops.py"
+MODEL = "minigpt/nn/model.py"
 BAYES = "theory/bayes.py"
 RECURRENCE = "theory/recurrence.py"
 
