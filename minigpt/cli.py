@@ -33,6 +33,7 @@ from .training.loop import (
     TrainingInterrupted,
     load_run_spec,
     mse_by_position,
+    predict,
     train,
 )
 from .training.run import load_run
@@ -180,7 +181,7 @@ def cmd_eval(args) -> int:
     presets.check_overflow(task, model.cfg)
     batch = task.sample(args.n, np.random.default_rng(args.seed))
     with np.errstate(all="ignore"):
-        pred = np.concatenate([model(batch.inputs[i : i + 1024]) for i in range(0, args.n, 1024)])
+        pred = predict(model, batch.inputs)
     results = {"model": mse_by_position(pred, batch.targets)}
     for name, pred in baselines.all_predictions(batch, task).items():
         results[name] = mse_by_position(pred, batch.targets)

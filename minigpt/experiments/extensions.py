@@ -48,6 +48,7 @@ from ..io.checkpoint import save_checkpoint
 from ..nn.resid import accumulated_resid, head_results
 from ..tasks import baselines_ext
 from ..tasks.data import exact_from, task_name
+from ..training.loop import predict
 from ..training.run import load_run
 
 FIG_DIR = "figures/extensions"
@@ -85,17 +86,13 @@ def _vec(a):
     return a[..., None] if a.ndim == 2 else a  # [B, T, k]
 
 
-def _predict(model, x, chunk=1024):
-    return np.concatenate([model(x[i : i + chunk]) for i in range(0, len(x), chunk)])
-
-
 # ----------------------------------------------------------------------------- error by position
 def errors(model, task, n=4096, seed=12345):
     """``{name: squared errors [n, pos]}`` (summed over vector coordinates / dim, i.e. the MSE per term) for the
     model and every baseline, on ``n`` fresh sequences (seed ``seed``)."""
     batch = task.sample(n, np.random.default_rng(seed))
     y = _vec(batch.targets)
-    preds = {"model": _predict(model, batch.inputs)}
+    preds = {"model": predict(model, batch.inputs)}
     preds.update(baselines_ext.all_predictions(batch, task))
     return {k: ((_vec(p) - y) ** 2).mean(-1) for k, p in preds.items()}, batch
 

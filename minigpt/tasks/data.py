@@ -114,13 +114,16 @@ class AffineRecurrence:
         """JSON-able description (round-trips through ``AffineRecurrence(**spec)``)."""
         return {"a": list(self.a), "b": list(self.b), "x0": list(self.x0), "length": self.length, "noise": self.noise}
 
-    def max_abs_term(self) -> float:
-        """Upper bound on |x_n| over the prior's support (inf if unbounded), for overflow checks."""
-        A, B, X = prior_abs_max(self.a), prior_abs_max(self.b), prior_abs_max(self.x0)
-        bound, worst = X, X
+    def max_abs_term(self, normal_sigmas=None) -> float:
+        """Upper bound on |x_n| for n < length, for overflow checks: |x_{n+1}| <= |a| |x_n| + |b| with every
+        prior at its largest magnitude (normal priors at mean + ``normal_sigmas`` std; inf if None)."""
+        A, B = prior_bound(self.a, normal_sigmas), prior_bound(self.b, normal_sigmas)
+        bound = worst = prior_bound(self.x0, normal_sigmas)
         for _ in range(self.length - 1):
-            bound = A * bound + B  # |x_{n+1}| <= |a| |x_n| + |b|
+            bound = A * bound + B
             worst = max(worst, bound)
+            if worst == float("inf"):
+                break
         return worst
 
     def sample(self, batch: int, rng: np.random.Generator, dtype=np.float64) -> Batch:
@@ -162,7 +165,7 @@ def _check_noise(noise):
     return noise
 
 
-def _prior_bound(prior, normal_sigmas):
+def prior_bound(prior, normal_sigmas=None):
     """|value| bound of a prior; a normal prior counts as mean +- normal_sigmas std (inf if None)."""
     kind, p1, p2 = prior
     if kind == "normal" and normal_sigmas is not None:
@@ -239,9 +242,9 @@ class LinearRecurrence:
     def max_abs_term(self, normal_sigmas=None) -> float:
         """Bound on |x_n[i]| over the prior's support (inf if unbounded), noise excluded. Normal priors
         count as mean +- ``normal_sigmas`` std when given (else inf)."""
-        R = _prior_bound(self.rho, normal_sigmas)
-        Bn = math.sqrt(self.dim) * _prior_bound(self.b, normal_sigmas)  # ||b||_2 bound
-        Xn = math.sqrt(self.dim) * _prior_bound(self.x0, normal_sigmas)
+        R = prior_bound(self.rho, normal_sigmas)
+        Bn = math.sqrt(self.dim) * prior_bound(self.b, normal_sigmas)  # ||b||_2 bound
+        Xn = math.sqrt(self.dim) * prior_bound(self.x0, normal_sigmas)
         if self.scale == "radius":  # ||A^n|| <= max_gain for 1 <= n < length (enforced by redrawing)
             G = self.max_gain
             return Xn * G + Bn * (1 + G * (self.length - 2)) if self.length > 1 else Xn
@@ -350,7 +353,7 @@ class PolynomialSequence:
 
     def max_abs_term(self, normal_sigmas=None) -> float:
         """Bound on |x_n| over the prior's support (inf if unbounded), noise excluded."""
-        C = _prior_bound(self.coeffs, normal_sigmas)
+        C = prior_bound(self.coeffs, normal_sigmas)
         u = (self.length - 1) / self.n_scale
         return C * sum(max(u, 1.0 if j == 0 else u) ** j for j in range(self.degree + 1))
 

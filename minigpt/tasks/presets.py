@@ -12,7 +12,6 @@ import json
 
 from ..nn.config import ModelConfig, TrainConfig, did_you_mean
 from . import data
-from .data import AffineRecurrence
 
 PRESETS = {
     "paper": {
@@ -120,32 +119,12 @@ TERM_LIMITS = {"float32": 1e15, "float64": 1e150}
 NORMAL_SIGMAS = 8.0  # a normal prior is bounded by mean +- 8 std for the overflow check (P ~ 1e-15 per draw)
 
 
-def _prior_bound(prior) -> float:
-    kind, p1, p2 = prior
-    if kind == "uniform":
-        return max(abs(p1), abs(p2))
-    return abs(p1) + NORMAL_SIGMAS * p2
-
-
 def term_bound(task) -> float:
     """Bound on |x_n| for n < task.length: |x_{n+1}| <= |a| |x_n| + |b| with every prior at its
-    largest magnitude (normal priors at mean + 8 std); the noise adds 8 std at the end.  Other tasks
-    supply their own ``max_abs_term(normal_sigmas=...)``."""
-
+    largest magnitude (normal priors at mean + 8 std; every task's ``max_abs_term``); the noise adds 8 std
+    at the end."""
     noise = NORMAL_SIGMAS * float(getattr(task, "noise", 0.0) or 0.0)
-    if not isinstance(task, AffineRecurrence):
-        try:
-            return float(task.max_abs_term(normal_sigmas=NORMAL_SIGMAS)) + noise
-        except TypeError:
-            return float(task.max_abs_term()) + noise
-    A, B, X = _prior_bound(task.a), _prior_bound(task.b), _prior_bound(task.x0)
-    bound = worst = X
-    for _ in range(task.length - 1):
-        bound = A * bound + B
-        worst = max(worst, bound)
-        if worst == float("inf"):
-            break
-    return worst + noise
+    return float(task.max_abs_term(normal_sigmas=NORMAL_SIGMAS)) + noise
 
 
 def check_compatible(mcfg, task) -> None:

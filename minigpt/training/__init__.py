@@ -18,6 +18,7 @@ from .loop import (  # noqa: F401
     first_nonfinite,
     load_run_spec,
     mse_by_position,
+    predict,
     prepare_run_dir,
     train,
     write_json,

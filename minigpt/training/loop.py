@@ -121,14 +121,15 @@ def mse_by_position(pred, target) -> np.ndarray:
 
 def evaluate(model: Transformer, batch, task=None, with_baselines=False) -> dict:
     """MSE by position of the model (and optionally of every baseline) on a held-out batch."""
-    out = {"model": mse_by_position(_predict_in_chunks(model, batch.inputs), batch.targets).tolist()}
+    out = {"model": mse_by_position(predict(model, batch.inputs), batch.targets).tolist()}
     if with_baselines:
         for name, pred in baselines.all_predictions(batch, task).items():
             out[name] = mse_by_position(pred, batch.targets).tolist()
     return out
 
 
-def _predict_in_chunks(model, x, chunk=1024):
+def predict(model, x, chunk=1024):
+    """model(x) for a large held-out set x [n, pos(, d_in)], ``chunk`` sequences at a time (bounded memory)."""
     return np.concatenate([model(x[i : i + chunk]) for i in range(0, len(x), chunk)])
 
 
