@@ -11,7 +11,17 @@ Returns MSE increases as ``[n_layers, n_heads]`` (over all positions) and ``[n_l
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from numpy.typing import ArrayLike
+
+    from ..nn.hooks import HookFn
+    from ..nn.model import Transformer
 
 METHODS = ("zero", "mean", "resample")
 
@@ -21,8 +31,9 @@ def _mse_by_pos(pred, target):
     return (d * d).mean(0)
 
 
-def ablate_hook(head, method, ref_z=None, perm=None):
-    """A ``hook_z`` hook function that ablates head ``head`` with ``method``."""
+def ablate_hook(head: int, method: str, ref_z: np.ndarray | None = None, perm: np.ndarray | None = None) -> HookFn:
+    """A ``hook_z`` hook function that ablates head ``head`` with ``method``: z [batch, pos, n_heads, d_head] ->
+    [batch, pos, n_heads, d_head].  ``ref_z [ref_batch, pos, n_heads, d_head]`` (mean), ``perm [batch]`` (resample)."""
 
     def fn(z, hook):
         z = z.copy()
@@ -39,11 +50,13 @@ def ablate_hook(head, method, ref_z=None, perm=None):
     return fn
 
 
-def head_ablation(model, x, target, method="zero", seed=0, heads=None):
-    """``{"base": [pos], "by_pos": [L, H, pos], "table": [L, H], "ratio": [L, H]}``.
+def head_ablation(model: Transformer, x: ArrayLike, target: ArrayLike, method: str = "zero", seed: int = 0,
+                  heads: Sequence[tuple[int, int]] | None = None) -> dict[str, np.ndarray | float]:
+    """x, target [batch, pos] -> ``{"base": [pos], "by_pos": [L, H, pos], "table": [L, H], "ratio": [L, H]}``.
 
     ``table`` is the MSE increase over all positions, ``ratio`` the ablated MSE over the clean MSE.
-    ``heads``: optional list of (layer, head) to ablate *together* (then by_pos is ``[pos]``)."""
+    ``heads``: optional list of (layer, head) to ablate *together* (then ``{"base": [pos], "by_pos": [pos],
+    "total": float, "ratio": float}``)."""
     cfg = model.cfg
     x, target = np.asarray(x), np.asarray(target)
     base = _mse_by_pos(model(x), target)
@@ -69,8 +82,8 @@ def head_ablation(model, x, target, method="zero", seed=0, heads=None):
     return {"base": base, "by_pos": by_pos, "table": table, "ratio": (table + base.mean()) / base.mean()}
 
 
-def layer_ablation(model, x, target, method="zero", seed=0):
-    """``[n_layers]``: MSE increase when every head of a layer is ablated together."""
+def layer_ablation(model: Transformer, x: ArrayLike, target: ArrayLike, method: str = "zero", seed: int = 0) -> np.ndarray:
+    """x, target [batch, pos] -> ``[n_layers]``: MSE increase when every head of a layer is ablated together."""
     cfg = model.cfg
     return np.array([head_ablation(model, x, target, method, seed, heads=[(l, h) for h in range(cfg.n_heads)])["total"]
                      for l in range(cfg.n_layers)])

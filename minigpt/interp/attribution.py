@@ -10,12 +10,18 @@ over the components c of the final residual: ``embed``, ``pos_embed``, each head
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from ..nn.resid import apply_ln_to_stack, head_results
 
+if TYPE_CHECKING:
+    from ..nn.hooks import ActivationCache
+    from ..nn.model import Transformer
 
-def component_stack(cache):
+
+def component_stack(cache: ActivationCache) -> tuple[np.ndarray, list[str]]:
     """``(stack [n_components, batch, pos, d_model], labels)`` summing to the final residual."""
     model = cache.model
     cfg, P = model.cfg, model.params
@@ -33,7 +39,7 @@ def component_stack(cache):
     return np.stack(parts), labels
 
 
-def direct_attribution(model, cache):
+def direct_attribution(model: Transformer, cache: ActivationCache) -> tuple[np.ndarray, list[str]]:
     """``(contrib [n_components + 1, batch, pos], labels)``; the last row ``"bias"`` is
     ``b_lnf @ W_U + b_U``.  ``contrib.sum(0)`` equals the model's prediction."""
     stack, labels = component_stack(cache)
@@ -49,7 +55,7 @@ def direct_attribution(model, cache):
     return contrib, labels + ["bias"]
 
 
-def head_direct(model, cache):
+def head_direct(model: Transformer, cache: ActivationCache) -> np.ndarray:
     """``[n_layers, n_heads, batch, pos]``: each head's direct contribution to the prediction."""
     contrib, labels = direct_attribution(model, cache)
     cfg = model.cfg

@@ -43,11 +43,21 @@ Definitions applied by ``classify_heads`` (thresholds in ``THRESHOLDS``):
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from ..nn.resid import head_results
 from .attribution import head_direct
 from .lens import prediction_lens
+
+if TYPE_CHECKING:
+    from typing import Any
+
+    from numpy.typing import ArrayLike
+
+    from ..nn.config import ModelConfig
+    from ..nn.model import Transformer
 
 THRESHOLDS = dict(copy=0.5, sim_effect=-0.25, sim_r2=0.1, ov_gain=-0.2, ov_r2=0.1, dc_rel=0.05, corr_est0=-0.3)
 COLUMNS = ("current", "previous", "first", "probe_cur", "probe_prev", "copy_cur", "copy_prev", "copy", "alpha", "beta", "r2", "sim_r2", "sim_effect",
@@ -57,7 +67,7 @@ COLUMNS = ("current", "previous", "first", "probe_cur", "probe_prev", "copy_cur"
 _EXACT = 1e-9  # a sum of squared residuals below this share of the total is a perfect fit (float32 rounding: ~1e-14)
 
 
-def pattern_score(pattern, predicted, t_min=1):
+def pattern_score(pattern: ArrayLike, predicted: ArrayLike, t_min: int = 1) -> float:
     """Mean over sequences and query rows t >= t_min of sum_j min(A[t, j], P[t, j]).
 
     ``pattern [batch, q, k]``; ``predicted [q, k]`` or ``[batch, q, k]`` (rows summing to 1)."""
@@ -84,7 +94,7 @@ def _slope_r2(y, x):
     return float(g), float(r2)
 
 
-def probe_r2(feats, target):
+def probe_r2(feats: np.ndarray, target: ArrayLike) -> float:
     """R^2 of a least-squares linear read-out (with intercept) of ``target [N]`` from ``feats [N, D]``."""
     F = np.concatenate([feats, np.ones((len(feats), 1))], 1).astype(np.float64)
     y = np.asarray(target, np.float64)
@@ -94,7 +104,7 @@ def probe_r2(feats, target):
     return float(1 - (r * r).sum() / sst) if sst > 0 else 0.0
 
 
-def similarity_fit(scores, x, t_min=2):
+def similarity_fit(scores: ArrayLike, x: ArrayLike, t_min: int = 2) -> dict[str, Any]:
     """Fit the logits of one head (``scores [batch, q, k]``, causal, on inputs ``x [batch, pos]``).
 
     Returns ``dict(alpha, beta, r2, sim_r2, sim_effect, per_t)``; see the module docstring."""
@@ -146,8 +156,8 @@ def similarity_fit(scores, x, t_min=2):
     )
 
 
-def head_scores(model, x, y, t_min=1):
-    """``{column: [n_layers, n_heads] array}`` for every column of ``COLUMNS`` (see the module docstring)."""
+def head_scores(model: Transformer, x: ArrayLike, y: ArrayLike, t_min: int = 1) -> dict[str, np.ndarray]:
+    """x, y [batch, pos] -> ``{column: [n_layers, n_heads] array}`` for every column of ``COLUMNS`` (see the module docstring)."""
     cfg = model.cfg
     x = np.asarray(x, np.float64)
     y = np.asarray(y, np.float64)
@@ -192,7 +202,7 @@ def head_scores(model, x, y, t_min=1):
     return out
 
 
-def classify_heads(scores, thresholds=None):
+def classify_heads(scores: dict[str, np.ndarray], thresholds: dict[str, float] | None = None) -> dict[str, np.ndarray]:
     """Apply the definitions: ``{"copy": bool [L, H], "copy_kind": str [L, H], "ns_logit", "ns_ov",
     "ns_anti", "ns_any": bool [L, H]}``."""
     th = dict(THRESHOLDS, **(thresholds or {}))
@@ -205,5 +215,6 @@ def classify_heads(scores, thresholds=None):
     return dict(copy=copy, copy_kind=kind, ns_logit=ns_logit, ns_ov=ns_ov, ns_anti=ns_anti, ns_any=ns_logit | ns_ov | ns_anti)
 
 
-def head_labels(cfg):
+def head_labels(cfg: ModelConfig) -> list[str]:
+    """``["L0H0", "L0H1", ...]``: one label per head, layer-major (the order of a flattened ``[n_layers, n_heads]``)."""
     return [f"L{l}H{h}" for l in range(cfg.n_layers) for h in range(cfg.n_heads)]

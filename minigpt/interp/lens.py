@@ -13,14 +13,22 @@ final residual and equals the model's output exactly under both choices.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from ..nn.resid import accumulated_resid
 
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
+
+    from ..nn.hooks import ActivationCache
+    from ..nn.model import Transformer
+
 LN_CHOICES = ("recompute", "frozen")
 
 
-def readout(model, resid, ln="recompute", scale=None):
+def readout(model: Transformer, resid: np.ndarray, ln: str = "recompute", scale: np.ndarray | None = None) -> np.ndarray:
     """``resid [..., d_model]`` -> predictions ``[...]`` (or ``[..., d_out]``) through the final LN and W_U."""
     P, cfg = model.params, model.cfg
     h = resid
@@ -39,21 +47,22 @@ def readout(model, resid, ln="recompute", scale=None):
     return out[..., 0] if cfg.d_out == 1 else out
 
 
-def prediction_lens(model, cache, ln="recompute", incl_mid=False):
+def prediction_lens(model: Transformer, cache: ActivationCache, ln: str = "recompute",
+                    incl_mid: bool = False) -> tuple[np.ndarray, list[str]]:
     """``(preds [n_layers + 1 (+ mids), batch, pos], labels)``: the read-out of every accumulated residual."""
     stack, labels = accumulated_resid(cache, incl_mid=incl_mid)
     scale = cache["ln_final.hook_scale"] if (ln == "frozen" and model.cfg.normalization_type == "LN") else None
     return readout(model, stack, ln, scale), labels
 
 
-def lens_mse(model, cache, target, ln="recompute"):
-    """``(mse [n_layers + 1, pos], labels)``: MSE by position of each lens prediction against ``target``."""
+def lens_mse(model: Transformer, cache: ActivationCache, target: ArrayLike, ln: str = "recompute") -> tuple[np.ndarray, list[str]]:
+    """``(mse [n_layers + 1, pos], labels)``: MSE by position of each lens prediction against ``target [batch, pos]``."""
     preds, labels = prediction_lens(model, cache, ln)
     d = preds - np.asarray(target)[None]
     return (d * d).mean(1), labels
 
 
-def probe_lens(cache, x, y, t_min=2, train_frac=0.5):
+def probe_lens(cache: ActivationCache, x: ArrayLike, y: ArrayLike, t_min: int = 2, train_frac: float = 0.5) -> dict[str, list]:
     """A linear-probe ("tuned") lens: for every accumulated residual, the best linear read-out of the target
     ``y`` (least squares with intercept, fitted on the first ``train_frac`` of the sequences, scored on the rest,
     positions ``t >= t_min``).  Unlike the read-out lenses it finds an estimate in *any* direction of the stream.
@@ -61,7 +70,7 @@ def probe_lens(cache, x, y, t_min=2, train_frac=0.5):
     Returns ``{"labels", "mse" [rows], "mse_vs_xt" [rows], "r2_on_xt" [rows]}``: held-out MSE against the
     target, mean squared distance of the estimate from the current term x_t (0: the estimate is a copy), and
     the R^2 of the estimate regressed on x_t (not discriminative on its own: x_{t+1} itself is highly
-    correlated with x_t)."""
+    correlated with x_t).  ``x, y [batch, pos]``."""
     stack, labels = accumulated_resid(cache)
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
     B = x.shape[0]

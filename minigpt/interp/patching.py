@@ -13,14 +13,28 @@ Patching a run with its own cache changes nothing (restored fraction undefined; 
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from ..tasks.data import AffineRecurrence, sample_prior
 
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Sequence
+    from typing import Any
+
+    from numpy.typing import ArrayLike
+
+    from ..nn.hooks import ActivationCache
+    from ..nn.model import Transformer
+
+    # the positions a metric is taken at: one position, a slice, or several
+    Positions = int | slice | Sequence[int] | np.ndarray
+
 WHICH = ("a", "b", "x0")
 
 
-def make_pairs(task: AffineRecurrence, n: int, which: str, rng: np.random.Generator):
+def make_pairs(task: AffineRecurrence, n: int, which: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """``(clean [n, length], corrupt [n, length])``: sequences of ``task`` sharing every parameter but ``which``."""
     if which not in WHICH:
         raise ValueError(f"which must be one of {WHICH}, got {which!r}")
@@ -38,16 +52,20 @@ def make_pairs(task: AffineRecurrence, n: int, which: str, rng: np.random.Genera
     return seq(par), seq(alt)
 
 
-def restored_fraction(pred, clean, corrupt, metric_pos):
+def restored_fraction(pred: np.ndarray, clean: np.ndarray, corrupt: np.ndarray, metric_pos: Positions) -> float:
+    """``1 - mean (pred - clean)^2 / mean (corrupt - clean)^2`` at ``metric_pos`` (nan when the runs agree).
+    pred, clean, corrupt [batch, pos] -> a scalar."""
     num = ((pred - clean)[:, metric_pos] ** 2).mean()
     den = ((corrupt - clean)[:, metric_pos] ** 2).mean()
     return float(1.0 - num / den) if den > 0 else float("nan")
 
 
-def patch_grid(model, clean_x, corrupt_x, hook_name, index_fn, indices, metric_pos=-1, clean_cache=None):
+def patch_grid(model: Transformer, clean_x: ArrayLike, corrupt_x: ArrayLike, hook_name: Callable[[Any], str],
+               index_fn: Callable[[Any], Any], indices: Iterable[Any], metric_pos: Positions = -1,
+               clean_cache: ActivationCache | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
     """The generic patcher.  For each ``idx`` in ``indices``, run ``corrupt_x`` with the hook at
     ``hook_name(idx)`` replacing ``act[index_fn(idx)]`` by the clean activation's same slice.
-    Returns ``(restored [len(indices)], patched predictions list)``."""
+    clean_x, corrupt_x [batch, pos] -> ``(restored [len(indices)], patched predictions list of [batch, pos])``."""
     if clean_cache is None:
         _, clean_cache = model.run_with_cache(clean_x)
     clean_pred = model(clean_x)
@@ -68,8 +86,9 @@ def patch_grid(model, clean_x, corrupt_x, hook_name, index_fn, indices, metric_p
     return np.array(out), preds
 
 
-def patch_resid(model, clean_x, corrupt_x, site="resid_pre", metric_pos=-1):
-    """``[n_layers, pos]``: patch ``blocks.{l}.hook_{site}`` at one position (site: resid_pre, attn_out,
+def patch_resid(model: Transformer, clean_x: ArrayLike, corrupt_x: ArrayLike, site: str = "resid_pre",
+                metric_pos: Positions = -1) -> np.ndarray:
+    """clean_x, corrupt_x [batch, pos] -> ``[n_layers, pos]``: patch ``blocks.{l}.hook_{site}`` at one position (site: resid_pre, attn_out,
     mlp_out, resid_mid, resid_post)."""
     L, T = model.cfg.n_layers, np.asarray(clean_x).shape[1]
     idx = [(l, t) for l in range(L) for t in range(T)]
@@ -79,8 +98,9 @@ def patch_resid(model, clean_x, corrupt_x, site="resid_pre", metric_pos=-1):
     return r.reshape(L, T)
 
 
-def patch_heads(model, clean_x, corrupt_x, metric_pos=-1, by_pos=False):
-    """``[n_layers, n_heads]`` (or ``[n_layers, n_heads, pos]`` with ``by_pos``): patch one head's ``hook_z``
+def patch_heads(model: Transformer, clean_x: ArrayLike, corrupt_x: ArrayLike, metric_pos: Positions = -1,
+                by_pos: bool = False) -> np.ndarray:
+    """clean_x, corrupt_x [batch, pos] -> ``[n_layers, n_heads]`` (or ``[n_layers, n_heads, pos]`` with ``by_pos``): patch one head's ``hook_z``
     at every position (or at one position)."""
     cfg = model.cfg
     T = np.asarray(clean_x).shape[1]

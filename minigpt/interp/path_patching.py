@@ -30,14 +30,26 @@ near 0 while the second is large.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from .patching import restored_fraction
 
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+
+    from numpy.typing import ArrayLike
+
+    from ..nn.hooks import ActivationCache, HookFn
+    from ..nn.model import Transformer
+    from .patching import Positions
+
 INTO = ("q", "k", "v", "qk", "qkv")
 
 
-def sender_delta(model, clean_cache, corrupt_cache, sender):
+def sender_delta(model: Transformer, clean_cache: ActivationCache, corrupt_cache: ActivationCache,
+                 sender: tuple[int, int]) -> np.ndarray:
     """``[batch, pos, d_model]``: the sender head's clean output minus its corrupted output."""
     l, h = sender
     W_O = model.params[f"blocks.{l}.attn.W_O"][h]  # [E, D]
@@ -68,7 +80,8 @@ def _check(model, sender, receiver, into):
         raise ValueError(f"into must be one of {INTO}, got {into!r}")
 
 
-def path_patch_hooks(model, clean_cache, corrupt_cache, sender, receiver, into="v"):
+def path_patch_hooks(model: Transformer, clean_cache: ActivationCache, corrupt_cache: ActivationCache, sender: tuple[int, int],
+                     receiver: tuple[int, int] | None, into: str = "v") -> list[tuple[str, HookFn]]:
     """The forward hooks that, on the corrupted input, route the sender's clean output into ``receiver``'s
     ``into`` inputs only (see the module docstring)."""
     _check(model, sender, receiver, into)
@@ -79,7 +92,7 @@ def path_patch_hooks(model, clean_cache, corrupt_cache, sender, receiver, into="
     l, h = receiver
     P = model.params
     ln_in = _layernorm(model, corrupt_cache["resid_pre", l].astype(np.float64) + delta, f"blocks.{l}.ln1")  # [B, T, D]
-    hooks = []
+    hooks: list[tuple[str, HookFn]] = []
     for n in into:
         new = ln_in @ P[f"blocks.{l}.attn.W_{n.upper()}"][h] + P[f"blocks.{l}.attn.b_{n.upper()}"][h]  # [B, T, E]
 
@@ -98,23 +111,27 @@ def _runs(model, clean_x, corrupt_x):
     return model.run_with_cache(clean_x, names_filter=names) + model.run_with_cache(corrupt_x, names_filter=names)
 
 
-def path_patch(model, clean_x, corrupt_x, sender, receiver, into="v", metric_pos=-1):
-    """``(restored fraction, patched predictions [batch, pos])`` of the path sender -> receiver's ``into``."""
+def path_patch(model: Transformer, clean_x: ArrayLike, corrupt_x: ArrayLike, sender: tuple[int, int],
+               receiver: tuple[int, int] | None, into: str = "v", metric_pos: Positions = -1) -> tuple[float, np.ndarray]:
+    """clean_x, corrupt_x [batch, pos] -> ``(restored fraction, patched predictions [batch, pos])`` of the path sender -> receiver's ``into``."""
     clean_pred, clean_cache, corrupt_pred, corrupt_cache = _runs(model, clean_x, corrupt_x)
     pred = model.run_with_hooks(corrupt_x, path_patch_hooks(model, clean_cache, corrupt_cache, sender, receiver, into))
     return restored_fraction(pred, clean_pred, corrupt_pred, metric_pos), pred
 
 
-def damage_fraction(pred, clean, corrupt, metric_pos):
-    """``mean (pred - clean)^2 / mean (corrupt - clean)^2`` at ``metric_pos`` (nan when the runs agree)."""
+def damage_fraction(pred: np.ndarray, clean: np.ndarray, corrupt: np.ndarray, metric_pos: Positions) -> float:
+    """``mean (pred - clean)^2 / mean (corrupt - clean)^2`` at ``metric_pos`` (nan when the runs agree).
+    pred, clean, corrupt [batch, pos] -> a scalar."""
     return 1.0 - restored_fraction(pred, clean, corrupt, metric_pos)
 
 
-def path_patch_grid(model, clean_x, corrupt_x, senders, receivers, intos=("qk", "v"), metric_pos=-1, direction="denoise"):
+def path_patch_grid(model: Transformer, clean_x: ArrayLike, corrupt_x: ArrayLike, senders: Iterable[tuple[int, int]],
+                    receivers: Sequence[tuple[int, int] | None], intos: Sequence[str] = ("qk", "v"), metric_pos: Positions = -1,
+                    direction: str = "denoise") -> dict[tuple[tuple[int, int], tuple[int, int] | None, str], float]:
     """``{(sender, receiver, into): value}`` for every sender, receiver in a later layer (or ``None``: the direct path
     to the read-out, ``into`` = "direct") and input, sharing the two cached runs.  ``direction``: "denoise" (the
     corrupted run, the clean sender routed along the path; restored fraction) or "noise" (the clean run, the
-    corrupted sender routed along the path; damage fraction)."""
+    corrupted sender routed along the path; damage fraction).  clean_x, corrupt_x [batch, pos]."""
     if direction not in ("denoise", "noise"):
         raise ValueError(f"direction must be 'denoise' or 'noise', got {direction!r}")
     clean_pred, clean_cache, corrupt_pred, corrupt_cache = _runs(model, clean_x, corrupt_x)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import os
 import textwrap
+from typing import TYPE_CHECKING
 
 import matplotlib
 
@@ -19,6 +20,16 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Rectangle  # noqa: E402
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from typing import Any, TypeVar
+
+    from numpy.typing import ArrayLike
+
+    StrPath = str | os.PathLike[str]  # where a figure is saved (returned as given)
+    Curve = Sequence[float] | np.ndarray  # a 1-d series (one value per position or point), measured with len()
+    F = TypeVar("F", bound=Callable[..., Any])
 
 # Okabe & Ito (2008): orange, sky blue, bluish green, yellow, blue, vermillion, reddish purple, black
 OKABE_ITO = ["#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#000000"]
@@ -37,14 +48,14 @@ def _save(fig, path):
     return path
 
 
-def styled(fn):
+def styled(fn: F) -> F:
     """Run a plotting function under ``STYLE`` (colour cycle, grid, font sizes) without changing the global rcParams."""
     @functools.wraps(fn)
     def wrapper(*args, **kw):
         with plt.rc_context(STYLE):
             return fn(*args, **kw)
 
-    return wrapper
+    return wrapper  # type: ignore[return-value]  # functools.wraps keeps fn's signature
 
 
 def _text_colour(im, value):
@@ -53,7 +64,7 @@ def _text_colour(im, value):
     return "black" if 0.2126 * r + 0.7152 * g + 0.0722 * b > 0.5 else "white"
 
 
-def plain_stage(label):
+def plain_stage(label: str) -> str:
     """Lens labels ``0_pre``, ``1_pre``, ..., ``final_post`` -> "embeddings", "after layer 0", ..., "after the last layer"."""
     if label == "final_post":
         return "after the last layer (model)"
@@ -66,7 +77,8 @@ def plain_stage(label):
 
 
 @styled
-def attention_patterns(attention, path, tokens=None, head_names=None, n_cols=None, title=None):
+def attention_patterns(attention: ArrayLike, path: StrPath, tokens: Sequence[str] | None = None, head_names: Sequence[str] | None = None,
+                       n_cols: int | None = None, title: str | None = None) -> StrPath:
     """Grid of heatmaps, one per head: ``attention [head, dest, src]`` (e.g. averaged over a batch)."""
     attention = np.asarray(attention)
     n = attention.shape[0]
@@ -101,7 +113,8 @@ def attention_patterns(attention, path, tokens=None, head_names=None, n_cols=Non
     return _save(fig, path)
 
 
-def bootstrap_band(sq_err, n_boot=200, seed=0, q=(2.5, 97.5)):
+def bootstrap_band(sq_err: np.ndarray, n_boot: int = 200, seed: int = 0,
+                   q: tuple[float, float] = (2.5, 97.5)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``sq_err [batch, pos]`` -> (mean [pos], lo [pos], hi [pos]) by resampling sequences."""
     rng = np.random.default_rng(seed)
     B = sq_err.shape[0]
@@ -111,7 +124,8 @@ def bootstrap_band(sq_err, n_boot=200, seed=0, q=(2.5, 97.5)):
 
 
 @styled
-def mse_by_position(sq_errs: dict, path, title="MSE by position", floor=None, clip=1e-7, closed=None):
+def mse_by_position(sq_errs: dict, path: StrPath, title: str = "MSE by position", floor: Curve | None = None, clip: float = 1e-7,
+                    closed: dict | None = None) -> StrPath:
     """``sq_errs {name: [batch, pos] squared errors}``: mean with 95% bootstrap bands, log scale.
     ``floor``: optional ``[pos]`` curve (e.g. the Bayes-optimal MSE) drawn dashed.  Values below ``clip``
     (exact predictors, MSE ~ 1e-30) are drawn at ``clip``.
@@ -141,7 +155,8 @@ def mse_by_position(sq_errs: dict, path, title="MSE by position", floor=None, cl
 
 
 @styled
-def mse_vs_theory(model: dict, measured: dict, closed: dict, path, floor=None, title="MSE by position", clip=1e-7, model_lines=None):
+def mse_vs_theory(model: dict, measured: dict, closed: dict, path: StrPath, floor: Curve | None = None, title: str = "MSE by position",
+                  clip: float = 1e-7, model_lines: dict | None = None) -> StrPath:
     """Model against theory, log scale.
 
     ``model {label: (mean [pos], lo [pos], hi [pos])}``: thick lines with shaded bands;
@@ -183,7 +198,8 @@ def mse_vs_theory(model: dict, measured: dict, closed: dict, path, floor=None, t
 
 
 @styled
-def lens_by_layer(mse: dict, labels, path, title="Prediction lens: MSE by layer", reference=None, notes=None):
+def lens_by_layer(mse: dict, labels: Sequence[str], path: StrPath, title: str = "Prediction lens: MSE by layer",
+                  reference: dict | None = None, notes: dict[str, str] | None = None) -> StrPath:
     """``mse {ln_choice: [n_rows, pos]}``; one panel per LayerNorm choice, one curve per lens row (labels such as
     ``0_pre`` are shown in words: "embeddings", "after layer 0", ...).  ``reference {label: [pos]}``: dashed
     reference curves (e.g. the copy baseline) in every panel; ``notes {ln_choice: text}``: a line under a panel."""
@@ -206,8 +222,9 @@ def lens_by_layer(mse: dict, labels, path, title="Prediction lens: MSE by layer"
 
 
 @styled
-def heatmap(values, path, row_labels=None, col_labels=None, title="", cbar_label="", center=None, fmt="{:.2g}", annotate=True,
-            xlabel="", ylabel=""):
+def heatmap(values: ArrayLike, path: StrPath, row_labels: Sequence[str] | None = None, col_labels: Sequence[str] | None = None, title: str = "",
+            cbar_label: str = "", center: float | None = None, fmt: str = "{:.2g}", annotate: bool = True, xlabel: str = "",
+            ylabel: str = "") -> StrPath:
     """A labelled heatmap (ablation ``[n_layers, n_heads]``, patching ``[n_layers, pos]`` ...) with a colorbar;
     annotations are dark on pale cells and white on dark ones."""
     values = np.asarray(values, np.float64)
@@ -237,7 +254,8 @@ def heatmap(values, path, row_labels=None, col_labels=None, title="", cbar_label
 
 
 @styled
-def logit_vs_similarity(panels, path, title="Attention logit vs x_t x_j (row-centred)"):
+def logit_vs_similarity(panels: Sequence[tuple[str, Curve, Curve]], path: StrPath,
+                        title: str = "Attention logit vs x_t x_j (row-centred)") -> StrPath:
     """``panels [(name, sim [N], logit [N])]``: one scatter per head, with its least-squares slope in the panel's title."""
     n = len(panels)
     fig, axes = plt.subplots(1, n, figsize=(3.3 * n, 3.4), squeeze=False, constrained_layout=True)
@@ -257,7 +275,7 @@ def logit_vs_similarity(panels, path, title="Attention logit vs x_t x_j (row-cen
 
 
 @styled
-def training_curves(histories: dict, path, title="Training"):
+def training_curves(histories: dict, path: StrPath, title: str = "Training") -> StrPath:
     """``histories {label: [eval records with step, train_loss, eval_mse]}``; labels ``"<setting> s<seed>"`` share a
     colour per setting and a line style and marker per seed, so many runs stay distinguishable."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True, constrained_layout=True)
@@ -304,9 +322,11 @@ def _attention_panel(ax, A, offset, x=None, title=""):
 
 
 @styled
-def copy_head_figure(example, mean, head, offset, x, path, title=""):
+def copy_head_figure(example: ArrayLike, mean: ArrayLike, head: str, offset: int, x: Curve, path: StrPath,
+                     title: str = "") -> StrPath:
     """Layer 0's copying head: its attention on one sequence beside its mean pattern, the copied term outlined
-    (``offset`` 0: the current term, 1: the previous one)."""
+    (``offset`` 0: the current term, 1: the previous one).  ``example, mean [pos, pos]`` (query rows, key columns),
+    ``x [pos]`` (the sequence of ``example``)."""
     fig, axes = plt.subplots(1, 2, figsize=(10.5, 4.6), constrained_layout=True)
     term = "x_t" if offset == 0 else "x_(t-1)"
     _attention_panel(axes[0], example, offset, x, f"{head} on one sequence")
@@ -319,11 +339,13 @@ def copy_head_figure(example, mean, head, offset, x, path, title=""):
 
 
 @styled
-def refine_head_figure(x, query, row, sim_bins, read_dc, slope, head, path, title=""):
+def refine_head_figure(x: ArrayLike, query: int, row: ArrayLike, sim_bins: ArrayLike, read_dc: Sequence[ArrayLike], slope: float,
+                       head: str, path: StrPath, title: str = "") -> StrPath:
     """The last layer's head: (left) attention weights of one query over the earlier terms and each term's similarity
     x_t x_j; (middle) row-centred logit against row-centred similarity, that query's keys and the mean over all
     queries by similarity decile (``sim_bins [[centre, mean logit]]``); (right) what the head writes (its direct
-    contribution to the prediction) against what it reads (sum_j A[t, j] x_j), pooled over queries, with its slope."""
+    contribution to the prediction) against what it reads (sum_j A[t, j] x_j), pooled over queries, with its slope.
+    ``x [pos]``, ``row [query + 1]``, ``sim_bins [n_bins, 2]``, ``read_dc ([N] read, [N] written)``."""
     x = np.asarray(x, np.float64)
     row = np.asarray(row, np.float64)
     j = np.arange(len(row))
@@ -365,10 +387,13 @@ def refine_head_figure(x, query, row, sim_bins, read_dc, slope, head, path, titl
 
 
 @styled
-def estimate_lens_figure(x, y, estimates, stages, mse, dist_xt, copy_mse, t_min, path, title="", pred=None, model_mse=None):
+def estimate_lens_figure(x: ArrayLike, y: ArrayLike, estimates: ArrayLike, stages: Sequence[str], mse: ArrayLike, dist_xt: ArrayLike,
+                         copy_mse: float, t_min: int, path: StrPath, title: str = "", pred: ArrayLike | None = None,
+                         model_mse: float | None = None) -> StrPath:
     """The estimate through the layers: (left) on one sequence, each stage's estimate of the next term against x_t
     (copying), the target x_(t+1) and the model's prediction ``pred``; (right) each stage's MSE and its distance from
-    x_t, with the copy baseline and the model's own MSE."""
+    x_t, with the copy baseline and the model's own MSE.  ``x, y, pred [pos]``, ``estimates [n_stages, pos]``,
+    ``mse, dist_xt [n_stages]``."""
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
     est = np.asarray(estimates, np.float64)
     t = np.arange(len(x))
@@ -423,7 +448,7 @@ def _pct(d):
 
 
 @styled
-def circuit_figure(s, path, title=""):
+def circuit_figure(s: dict, path: StrPath, title: str = "") -> StrPath:
     """The circuit of ``story.measure``: input -> layer-0 copy head -> last-layer heads (values, queries/keys) ->
     prediction, each edge labelled with its measured damage (noising) and restored fraction (denoising)."""
     c = s["copy_head"]
@@ -461,7 +486,7 @@ def circuit_figure(s, path, title=""):
 
 
 @styled
-def late_positions_figure(s, path, title=""):
+def late_positions_figure(s: dict, path: StrPath, title: str = "") -> StrPath:
     """(left) MSE by position: the model, the model with the copy head forced onto the copied term from the breakdown
     on, sequences with small and large |a|, the copy baseline; (middle) where the copy head looks: its heaviest key
     and its weight on the copied term by query position; (right) why: the logit margin of the copied key and the

@@ -8,6 +8,11 @@ import dataclasses
 import difflib
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any
 
 DTYPES = ("float32", "float64")
 ACT_FNS = ("gelu_new", "gelu", "relu")
@@ -23,14 +28,14 @@ MAX_STEPS = 10**9
 MAX_SEED = (1 << 63) - 1
 
 
-def cut(text, limit=80) -> str:
+def cut(text: object, limit: int = 80) -> str:
     """``text`` (any object, as ``str``) cut to its first ``limit`` characters: error lines never echo a
     huge input."""
     text = str(text)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def short_repr(value, limit=80) -> str:
+def short_repr(value: Any, limit: int = 80) -> str:
     """``repr(value)`` cut to ``limit`` characters (an int too long for ``repr`` is described instead)."""
     try:
         text = repr(value)
@@ -76,7 +81,7 @@ class ModelConfig:
     init_range: float = 0.02  # std of the normal initialisation of every weight matrix
     dtype: str = "float32"  # "float32" (training) or "float64" (gradient checks)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         s = "model"
         for name in ("n_layers", "d_model", "n_heads", "d_mlp", "n_ctx", "d_in", "d_out"):
             _int_field(s, name, getattr(self, name), hi=MAX_DIM)
@@ -111,8 +116,8 @@ class ModelConfig:
         return self.d_in * D + self.n_ctx * D + self.n_layers * block + ln + D * self.d_out + self.d_out
 
     @classmethod
-    def from_dict(cls, d) -> "ModelConfig":
-        """Build from a dict (e.g. the ``model`` section of a preset), refusing unknown fields."""
+    def from_dict(cls, d: object) -> "ModelConfig":
+        """Build from a dict (e.g. the ``model`` section of a preset), refusing unknown fields (and anything but a dict)."""
         return cls(**_check_fields(cls, "model", d))
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -136,7 +141,7 @@ class TrainConfig:
     checkpoint_every: int = 1000  # steps between checkpoints (the final one is always written)
     seed: int = 0  # seeds the initialisation, the data stream and the held-out set
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         s = "train"
         _int_field(s, "steps", self.steps, hi=MAX_STEPS)
         _int_field(s, "batch_size", self.batch_size, hi=MAX_BATCH)
@@ -156,12 +161,12 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d) -> "TrainConfig":
-        """Build from a dict (e.g. the ``train`` section of a preset), refusing unknown fields."""
+    def from_dict(cls, d: object) -> "TrainConfig":
+        """Build from a dict (e.g. the ``train`` section of a preset), refusing unknown fields (and anything but a dict)."""
         return cls(**_check_fields(cls, "train", d))
 
 
-def did_you_mean(section, name, known, kind="fields") -> str:
+def did_you_mean(section: str | None, name: object, known: Sequence[str], kind: str = "fields") -> str:
     """``"did you mean model.d_model?"`` for a near miss, else the list of known fields (``"model fields:
     ..."``).  ``section=None`` drops the prefix: ``"did you mean train?"``, else ``"commands: ..."``."""
 
@@ -185,7 +190,7 @@ def _check_fields(cls, section, d) -> dict:
 def param_shapes(cfg: ModelConfig) -> dict[str, tuple]:
     """Every parameter name and its shape, in forward order."""
     D, H, E, M = cfg.d_model, cfg.n_heads, cfg.d_head, cfg.d_mlp
-    shapes = {"embed.W_E": (cfg.d_in, D), "pos_embed.W_pos": (cfg.n_ctx, D)}
+    shapes: dict[str, tuple] = {"embed.W_E": (cfg.d_in, D), "pos_embed.W_pos": (cfg.n_ctx, D)}
     ln = cfg.normalization_type == "LN"
     for l in range(cfg.n_layers):
         p = f"blocks.{l}."

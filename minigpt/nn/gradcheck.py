@@ -17,11 +17,15 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .config import ModelConfig
 from .model import Transformer
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
 
 
 @dataclass
@@ -43,8 +47,9 @@ def nontrivial_model(cfg: ModelConfig, seed: int = 0, scale: float = 0.3, ops: M
     return model
 
 
-def numeric_grads(model: Transformer, x, target, h: float = 1e-5) -> dict[str, np.ndarray]:
-    """Central differences of ``model.loss`` with respect to every parameter entry (float64)."""
+def numeric_grads(model: Transformer, x: ArrayLike, target: ArrayLike, h: float = 1e-5) -> dict[str, np.ndarray]:
+    """Central differences of ``model.loss`` with respect to every parameter entry (float64).
+    x [batch, pos(, d_in)], target [batch, pos(, d_out)] -> {name: [the parameter's shape]}."""
     out = {}
     for name, p in model.params.items():
         g = np.zeros_like(p)
@@ -60,8 +65,9 @@ def numeric_grads(model: Transformer, x, target, h: float = 1e-5) -> dict[str, n
     return out
 
 
-def check_model(model: Transformer, x, target, tol: float = 1e-6, h: float = 1e-5) -> list[TensorCheck]:
-    """Per-tensor report of hand-written against numeric gradients (model must be float64)."""
+def check_model(model: Transformer, x: ArrayLike, target: ArrayLike, tol: float = 1e-6, h: float = 1e-5) -> list[TensorCheck]:
+    """Per-tensor report of hand-written against numeric gradients (model must be float64).
+    x [batch, pos(, d_in)], target [batch, pos(, d_out)]."""
     if model.cfg.dtype != "float64":
         raise ValueError("gradient checks need a float64 model (model.dtype=float64)")
     _, analytic = model.loss_and_grad(x, target)

@@ -10,11 +10,24 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
 from . import resid
+
+if TYPE_CHECKING:
+    from collections.abc import Collection, ItemsView, Iterable, Iterator, KeysView
+
+    from .model import Transformer
+
+    # what may name hook points: one full name, several, or a predicate on names
+    NameFilter = str | Collection[str] | Callable[[str], bool]
+    # a hook function: fn(activation, hook) -> new activation of the same shape, or None to keep it
+    HookFn = Callable[[np.ndarray, "HookPoint"], np.ndarray | None]
+    FwdHooks = Iterable[tuple[NameFilter, HookFn]]
+    # a cache key: a full name ("blocks.0.attn.hook_pattern") or a shorthand with a layer (("pattern", 0))
+    CacheKey = str | tuple[str] | tuple[str, int | None]
 
 
 @dataclass(frozen=True)
@@ -28,7 +41,7 @@ class HookPoint:
         return int(m.group(1)) if m else None
 
 
-def as_predicate(name_or_predicate) -> Callable[[str], bool]:
+def as_predicate(name_or_predicate: NameFilter) -> Callable[[str], bool]:
     if callable(name_or_predicate):
         return name_or_predicate
     if isinstance(name_or_predicate, str):
@@ -42,7 +55,7 @@ def as_predicate(name_or_predicate) -> Callable[[str], bool]:
 class HookState:
     """The hooks and cache of one forward pass.  ``apply(name, value)`` is the single entry point."""
 
-    def __init__(self, fwd_hooks=(), cache: dict | None = None, names_filter=None):
+    def __init__(self, fwd_hooks: FwdHooks = (), cache: dict | None = None, names_filter: NameFilter | None = None):
         self.fwd_hooks = [(as_predicate(n), fn) for n, fn in fwd_hooks]
         self.cache = cache
         self.names_filter = (lambda n: True) if names_filter is None else as_predicate(names_filter)
@@ -53,7 +66,8 @@ class HookState:
             return True
         return any(pred(name) for pred, _ in self.fwd_hooks)
 
-    def apply(self, name: str, value):
+    def apply(self, name: str, value: np.ndarray) -> np.ndarray:
+        """``value`` [any shape] -> the (possibly replaced) activation [same shape], cached if asked for."""
         for pred, fn in self.fwd_hooks:
             if pred(name):
                 new = fn(value, HookPoint(name))
@@ -77,10 +91,10 @@ class HookContext:
     def __init__(self, state: HookState, prefix: str):
         self.state, self.prefix = state, prefix
 
-    def __call__(self, name, value):
+    def __call__(self, name: str, value: np.ndarray) -> np.ndarray:
         return self.state.apply(self.prefix + name, value)
 
-    def wants(self, name):
+    def wants(self, name: str) -> bool:
         return self.state.wants(self.prefix + name)
 
 
@@ -119,7 +133,7 @@ class ActivationCache:
     ``cache["blocks.0.attn.hook_pattern"]``, ``cache["pattern", 0]``, ``cache["resid_pre", -1]``.
     """
 
-    def __init__(self, store: dict, model):
+    def __init__(self, store: dict, model: Transformer):
         self.cache_dict = store
         self.model = model
 
@@ -128,39 +142,46 @@ class ActivationCache:
             return full_hook_name(key[0], key[1] if len(key) > 1 else None, self.model.cfg.n_layers)
         return key
 
-    def __getitem__(self, key):
+    def __getitem__(self, key: CacheKey) -> np.ndarray:
         k = self._key(key)
         if k not in self.cache_dict:
             raise KeyError(f"no activation {k!r} in the cache (have {len(self.cache_dict)} names)")
         return self.cache_dict[k]
 
-    def __contains__(self, key):
+    def __contains__(self, key: object) -> bool:
         return self._key(key) in self.cache_dict
 
-    def keys(self):
+    def keys(self) -> KeysView[str]:
         return self.cache_dict.keys()
 
-    def items(self):
+    def items(self) -> ItemsView[str, np.ndarray]:
         return self.cache_dict.items()
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[str]:
         return iter(self.cache_dict)
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.cache_dict)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"ActivationCache({len(self)} activations)"
 
     # TransformerLens-style helpers (implemented in minigpt.nn.resid)
-    def accumulated_resid(self, layer=None, incl_mid=False, return_labels=True):
+    def accumulated_resid(self, layer: int | None = None, incl_mid: bool = False,
+                          return_labels: bool = True) -> np.ndarray | tuple[np.ndarray, list[str]]:
+        """``resid.accumulated_resid``: ``(stack [n, batch, pos, d_model], labels)`` (or just the stack)."""
         return resid.accumulated_resid(self, layer, incl_mid, return_labels)
 
-    def decompose_resid(self, layer=None, mode="all", incl_embeds=True, return_labels=True):
+    def decompose_resid(self, layer: int | None = None, mode: str = "all", incl_embeds: bool = True,
+                        return_labels: bool = True) -> np.ndarray | tuple[np.ndarray, list[str]]:
+        """``resid.decompose_resid``: ``(stack [n_components, batch, pos, d_model], labels)`` (or just the stack)."""
         return resid.decompose_resid(self, layer, mode, incl_embeds, return_labels)
 
-    def stack_head_results(self, layer=None, return_labels=True, incl_remainder=False):
+    def stack_head_results(self, layer: int | None = None, return_labels: bool = True,
+                           incl_remainder: bool = False) -> np.ndarray | tuple[np.ndarray, list[str]]:
+        """``resid.stack_head_results``: ``(stack [n_heads * layers (+ 1), batch, pos, d_model], labels)`` (or just the stack)."""
         return resid.stack_head_results(self, layer, return_labels, incl_remainder)
 
-    def apply_ln_to_stack(self, stack, layer=None):
+    def apply_ln_to_stack(self, stack: np.ndarray, layer: int | None = None) -> np.ndarray:
+        """``resid.apply_ln_to_stack``: ``stack [n, batch, pos, d_model]`` -> ``[n, batch, pos, d_model]``."""
         return resid.apply_ln_to_stack(self, stack, layer)

@@ -16,12 +16,21 @@ from __future__ import annotations
 import contextlib
 import json
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from . import ops as reference_ops
 from .config import ModelConfig, param_shapes
 from .hooks import ActivationCache, HookState, as_predicate
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+    from typing import Any
+
+    from numpy.typing import ArrayLike
+
+    from .hooks import FwdHooks, NameFilter
 
 
 def is_weight_matrix(name: str) -> bool:
@@ -66,7 +75,7 @@ class Transformer:
         return bool(self._fwd_hooks)
 
     # ------------------------------------------------------------------ inputs
-    def prepare(self, x, name="x"):
+    def prepare(self, x: ArrayLike, name: str = "x") -> np.ndarray:
         """Check an input ``[batch, pos]`` or ``[batch, pos, d_in]``; return ``[batch, pos, d_in]`` in dtype."""
         cfg = self.cfg
         x = np.asarray(x)
@@ -87,7 +96,8 @@ class Transformer:
             raise ValueError(f"{name} contains NaN or infinite values")
         return x
 
-    def prepare_target(self, target, pred_shape):
+    def prepare_target(self, target: ArrayLike, pred_shape: tuple[int, ...]) -> np.ndarray:
+        """Check a target of the prediction's shape (``[batch, pos]`` or ``[batch, pos, d_out]``); return it in dtype."""
         t = np.asarray(target)
         if t.dtype.kind not in "fiu":
             raise ValueError(f"target must hold real numbers, got dtype {t.dtype}")
@@ -100,7 +110,7 @@ class Transformer:
         return t
 
     # ------------------------------------------------------------------ forward
-    def forward_pass(self, x, state: HookState | None = None):
+    def forward_pass(self, x: np.ndarray, state: HookState | None = None) -> tuple[np.ndarray, dict[str, Any]]:
         """x [B, T, d_in] -> (pred [B, T, d_out], caches for the backward)."""
         cfg, P, ops = self.cfg, self.params, self.ops
         ln = cfg.normalization_type == "LN"
@@ -141,7 +151,8 @@ class Transformer:
         pred, C["unembed"] = ops.linear_forward(h, P["unembed.W_U"], P["unembed.b_U"])  # [B, T, d_out]
         return pred, C
 
-    def backward_pass(self, dpred, C, record=None):
+    def backward_pass(self, dpred: np.ndarray, C: dict[str, Any],
+                      record: Callable[[str, np.ndarray], None] | None = None) -> dict[str, np.ndarray]:
         """The forward read in reverse.  dpred [B, T, d_out] -> grads dict keyed like ``params``."""
         cfg, ops = self.cfg, self.ops
         ln = cfg.normalization_type == "LN"
@@ -203,26 +214,27 @@ class Transformer:
             return None
         return HookState(hooks, cache, names_filter)
 
-    def __call__(self, x):
+    def __call__(self, x: ArrayLike) -> np.ndarray:
         """x [batch, pos] or [batch, pos, d_in] -> predictions [batch, pos] or [batch, pos, d_out]."""
         pred, _ = self.forward_pass(self.prepare(x), self._state())
         return self._output(pred)
 
     forward = __call__
 
-    def loss(self, x, target) -> float:
-        """mean((model(x) - target)^2) over every element."""
+    def loss(self, x: ArrayLike, target: ArrayLike) -> float:
+        """mean((model(x) - target)^2) over every element.  x [batch, pos(, d_in)], target [batch, pos(, d_out)] -> a scalar."""
         pred = self(x)
         return self.ops.mse_forward(pred, self.prepare_target(target, pred.shape))[0]
 
-    def loss_and_grad(self, x, target):
-        """(loss, grads): the MSE and its gradient for every parameter (same keys and shapes)."""
+    def loss_and_grad(self, x: ArrayLike, target: ArrayLike) -> tuple[float, dict[str, np.ndarray]]:
+        """(loss, grads): the MSE and its gradient for every parameter (same keys and shapes).
+        x [batch, pos(, d_in)], target [batch, pos(, d_out)]."""
         x = self.prepare(x)
         B, T = x.shape[:2]
         t = self.prepare_target(target, (B, T) if self.cfg.d_out == 1 else (B, T, self.cfg.d_out))
         return self.batch_loss_and_grad(x, t)
 
-    def batch_loss_and_grad(self, x, t, share=1.0):
+    def batch_loss_and_grad(self, x: np.ndarray, t: np.ndarray, share: float = 1.0) -> tuple[float, dict[str, np.ndarray]]:
         """The loss of a checked batch x [b, T, d_in] (from ``prepare``) against t and its gradients, both
         scaled by ``share``: a shard's part of a larger batch (``minigpt.fast.sharded``), 1 for a whole batch."""
         pred, C = self.forward_pass(x, self._state())  # [b, T, d_out]
@@ -232,8 +244,9 @@ class Transformer:
             dpred *= share  # d (batch mean) / d pred
         return loss * share, self.backward_pass(dpred, C)
 
-    def run_with_cache(self, x, names_filter=None, incl_bwd=False, target=None):
-        """(predictions, ActivationCache).  With ``incl_bwd=True`` the cache also holds ``name + "_grad"``,
+    def run_with_cache(self, x: ArrayLike, names_filter: NameFilter | None = None, incl_bwd: bool = False,
+                       target: ArrayLike | None = None) -> tuple[np.ndarray, ActivationCache]:
+        """(predictions [batch, pos(, d_out)], ActivationCache).  With ``incl_bwd=True`` the cache also holds ``name + "_grad"``,
         the gradient of the MSE against ``target`` with respect to each cached activation."""
         store: dict = {}
         state = self._state(cache=store, names_filter=names_filter)
@@ -255,13 +268,14 @@ class Transformer:
                     store[name + "_grad"] = grads[name + "_grad"]
         return out, ActivationCache(store, self)
 
-    def run_with_hooks(self, x, fwd_hooks=()):
-        """Forward pass with ``fwd_hooks = [(name_or_predicate, fn)]``, ``fn(activation, hook) -> new | None``."""
+    def run_with_hooks(self, x: ArrayLike, fwd_hooks: FwdHooks = ()) -> np.ndarray:
+        """Forward pass with ``fwd_hooks = [(name_or_predicate, fn)]``, ``fn(activation, hook) -> new | None``.
+        x [batch, pos(, d_in)] -> predictions [batch, pos(, d_out)]."""
         pred, _ = self.forward_pass(self.prepare(x), self._state(fwd_hooks))
         return self._output(pred)
 
     @contextlib.contextmanager
-    def hooks(self, fwd_hooks=()):
+    def hooks(self, fwd_hooks: FwdHooks = ()) -> Iterator[Transformer]:
         """``with model.hooks(fwd_hooks=[...]):`` hooks apply to every call inside, and are always removed."""
         added = list(fwd_hooks)
         for n, _ in added:
@@ -273,7 +287,7 @@ class Transformer:
             for h in added:
                 self._fwd_hooks.remove(h)
 
-    def reset_hooks(self):
+    def reset_hooks(self) -> None:
         self._fwd_hooks.clear()
 
     def hook_names(self) -> list[str]:
@@ -284,5 +298,5 @@ class Transformer:
     def num_params(self) -> int:
         return int(sum(v.size for v in self.params.values()))
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Transformer({json.dumps(self.cfg.to_dict())}, {self.num_params()} parameters)"

@@ -42,7 +42,8 @@ class AdamW:
     """``opt = AdamW(model.params, lr=1e-3, betas=(0.9, 0.999), weight_decay=0.01)``; ``opt.step(grads)``
     updates the arrays of ``params`` in place.  Weight decay applies to weight matrices only."""
 
-    def __init__(self, params: dict, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+    def __init__(self, params: dict, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0):
         if not (lr > 0 and 0 <= betas[0] < 1 and 0 <= betas[1] < 1 and eps > 0 and weight_decay >= 0):
             raise ValueError(f"AdamW: need lr > 0, 0 <= betas < 1, eps > 0, weight_decay >= 0; got {lr}, {betas}, {eps}, {weight_decay}")
         self.params = params

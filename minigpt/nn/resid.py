@@ -9,7 +9,12 @@ exactly (up to float rounding):
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from .hooks import ActivationCache
 
 
 def _n_layers(cache):
@@ -20,7 +25,8 @@ def _final_resid(cache):
     return cache["resid_post", _n_layers(cache) - 1]
 
 
-def accumulated_resid(cache, layer=None, incl_mid=False, return_labels=True):
+def accumulated_resid(cache: ActivationCache, layer: int | None = None, incl_mid: bool = False,
+                      return_labels: bool = True) -> np.ndarray | tuple[np.ndarray, list[str]]:
     """The residual stream as it accumulates: ``[resid_pre 0, (resid_mid 0,) resid_pre 1, ..., final]``.
 
     ``layer``: stop before block ``layer`` (``None`` or ``n_layers``: include the final residual).
@@ -45,11 +51,13 @@ def accumulated_resid(cache, layer=None, incl_mid=False, return_labels=True):
     return (stack, labels) if return_labels else stack
 
 
-def decompose_resid(cache, layer=None, mode="all", incl_embeds=True, return_labels=True):
+def decompose_resid(cache: ActivationCache, layer: int | None = None, mode: str = "all", incl_embeds: bool = True,
+                    return_labels: bool = True) -> np.ndarray | tuple[np.ndarray, list[str]]:
     """The residual before block ``layer`` (``None``: the final residual) as a sum of component outputs:
     ``embed, pos_embed, 0_attn_out, 0_mlp_out, 1_attn_out, ...``.  ``mode``: "all", "attn" or "mlp"
     keeps only those block outputs (then the sum is no longer the residual).  The full sum equals
-    ``cache["resid_pre", layer]`` exactly."""
+    ``cache["resid_pre", layer]`` exactly.  Returns ``(stack [n_components, batch, pos, d_model], labels)``
+    (or just the stack)."""
     L = _n_layers(cache)
     layer = L if layer is None else (layer + L + 1 if layer < 0 else layer)
     attn_only = cache.model.cfg.attn_only
@@ -68,7 +76,7 @@ def decompose_resid(cache, layer=None, mode="all", incl_embeds=True, return_labe
     return (stack, labels) if return_labels else stack
 
 
-def head_results(cache, layer):
+def head_results(cache: ActivationCache, layer: int) -> np.ndarray:
     """``[batch, pos, head, d_model]``: each head's output ``z_h W_O[h]`` (from ``hook_result`` if cached,
     else from ``hook_z`` and the weights)."""
     name = f"blocks.{layer}.attn.hook_result"
@@ -78,7 +86,8 @@ def head_results(cache, layer):
     return np.einsum("bthe,hed->bthd", z, cache.model.params[f"blocks.{layer}.attn.W_O"])
 
 
-def stack_head_results(cache, layer=None, return_labels=True, incl_remainder=False):
+def stack_head_results(cache: ActivationCache, layer: int | None = None, return_labels: bool = True,
+                       incl_remainder: bool = False) -> np.ndarray | tuple[np.ndarray, list[str]]:
     """Every head's output as a stack ``[n_heads * layers, batch, pos, d_model]`` with labels ``L0H1``.
 
     ``layer``: heads of blocks ``0 .. layer-1`` (``None``: all blocks).  ``incl_remainder``: append
@@ -99,12 +108,13 @@ def stack_head_results(cache, layer=None, return_labels=True, incl_remainder=Fal
     return (stack, labels) if return_labels else stack
 
 
-def apply_ln_to_stack(cache, stack, layer=None):
+def apply_ln_to_stack(cache: ActivationCache, stack: np.ndarray, layer: int | None = None) -> np.ndarray:
     """Apply a *frozen* LayerNorm to every component of a residual stack: centre each component over
     d_model and divide by the scale the real forward pass computed (``ln_final.hook_scale`` for
     ``layer=None``, else ``blocks.{layer}.ln1.hook_scale``).  Because centring is linear and the scale
     is fixed, the components of a decomposition still sum to the normalised residual (before the LN's
-    gain w and bias b).  Without LayerNorm the stack is returned unchanged."""
+    gain w and bias b).  Without LayerNorm the stack is returned unchanged.
+    ``stack [n, batch, pos, d_model]`` -> ``[n, batch, pos, d_model]``."""
     cfg = cache.model.cfg
     if cfg.normalization_type is None:
         return stack
