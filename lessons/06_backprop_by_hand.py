@@ -22,7 +22,7 @@
 from common import SOLUTIONS
 
 import numpy as np
-from minigpt.fast import ops
+from minigpt.nn import ops  # the reference ops: the textbook LayerNorm (minigpt.fast.ops has the fast one)
 from minigpt.nn.config import ModelConfig
 from minigpt.nn.gradcheck import format_report, gradcheck_config
 from theory import derive

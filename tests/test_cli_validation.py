@@ -161,7 +161,7 @@ def test_api_refuses_bad_arguments(tmp_path):
         train({"d_model": 8}, tcfg, task)
     with pytest.raises(TypeError, match="train_cfg must be"):
         train(mcfg, {"steps": 2}, task)
-    with pytest.raises(TypeError, match="task must be a minigpt.data task"):
+    with pytest.raises(TypeError, match="task must be a minigpt.tasks.data task"):
         train(mcfg, tcfg, "affine")
     with pytest.raises(ValueError, match="contradict"):
         train(mcfg, tcfg, task, out_dir=tmp_path / "r", resume=True, force=True)

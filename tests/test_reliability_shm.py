@@ -62,7 +62,7 @@ def helpers_of(pid):
     for c in children(pid):
         try:
             with open(f"/proc/{c}/cmdline") as f:
-                if "_shard_helper" in f.read():
+                if "shard_helper" in f.read():
                     out.append(c)
         except OSError:
             pass

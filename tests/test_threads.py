@@ -159,7 +159,7 @@ def test_helpers_ignore_ctrl_c_and_leave_no_shared_memory():
 
 
 def test_a_script_without_a_main_guard_can_use_helpers(tmp_path):
-    """The helpers are fresh interpreters running minigpt._shard_helper: they never re-run the caller's script."""
+    """The helpers are fresh interpreters running minigpt.fast.shard_helper: they never re-run the caller's script."""
     script = tmp_path / "no_guard.py"
     script.write_text(
         "import numpy as np\n"
@@ -202,18 +202,17 @@ def test_growing_batches_and_two_caller_threads_share_one_pool_safely():
 def test_reproduce_and_sweep_runs_use_one_shard(tmp_path, monkeypatch):
     """Runs started by the runner (``minigpt reproduce``/``sweep``) compute one shard per step, so their
     numbers do not depend on the worker count or the machine's cores."""
-    from minigpt.tasks import presets
     from minigpt.experiments import pool as runner
-    from minigpt.training import loop as training
+    from minigpt.tasks import presets
 
     seen = []
-    real = training.train
+    real = runner.train
 
     def spy(*args, **kwargs):
         seen.append(kwargs.get("threads"))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(training, "train", spy)
+    monkeypatch.setattr(runner, "train", spy)
     spec = presets.apply_overrides(presets.get_preset("tiny"), ["train.steps=3", "train.eval_every=3"])
     assert runner.train_or_reuse(spec, str(tmp_path / "run"))[0] == "trained"
     assert seen == [1]
