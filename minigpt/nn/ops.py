@@ -109,25 +109,25 @@ def softmax_forward(x):
 def softmax_backward(dp, cache):
     """dx_i = sum_j dp_j dp_j/dx_i = p_i (dp_i - sum_j p_j dp_j)."""
     p = cache
-    return p * (dp - (p * dp).sum(-1, keepdims=True))  # [..., n]
+    return p * (dp - (p * dp).sum(-1, keepdims=True))  # p = softmax(x)  [..., n]
 
 
 # ---------------------------------------------------------------------------------------------
 # Activations (element-wise)
 # ---------------------------------------------------------------------------------------------
-GELU_C = np.sqrt(2.0 / np.pi)  # the tanh approximation's sqrt(2/pi)
+SQRT_2_OVER_PI = np.sqrt(2.0 / np.pi)  # in the tanh approximation of GELU
 
 
 def gelu_new_forward(x):
     """GELU, tanh approximation (GPT-2): 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
-    t = np.tanh(GELU_C * (x + 0.044715 * x**3))  # [...]
+    t = np.tanh(SQRT_2_OVER_PI * (x + 0.044715 * x**3))  # [...]
     return 0.5 * x * (1 + t), (x, t)
 
 
 def gelu_new_backward(dout, cache):
     """d/dx = 0.5 (1 + t) + 0.5 x (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2), with t = tanh(...)."""
     x, t = cache
-    dt = (1 - t * t) * GELU_C * (1 + 3 * 0.044715 * x * x)  # t = tanh(u)  ->  dt/dx = (1 - t^2) du/dx
+    dt = (1 - t * t) * SQRT_2_OVER_PI * (1 + 3 * 0.044715 * x * x)  # t = tanh(u)  ->  dt/dx = (1 - t^2) du/dx  [...]
     return dout * (0.5 * (1 + t) + 0.5 * x * dt)  # out = 0.5 x (1 + t)  [...]
 
 

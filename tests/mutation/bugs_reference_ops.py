@@ -31,7 +31,7 @@ BUGS = [
          tests=[f"{T}::test_layernorm"],
          why="LayerNorm adds eps to the standard deviation instead of the variance"),
     dict(id="refops.fwd.gelu_new_constant", file=REF,
-         find="t = np.tanh(GELU_C * (x + 0.044715 * x**3))", replace="t = np.tanh(GELU_C * (x + 0.04475 * x**3))",
+         find="t = np.tanh(SQRT_2_OVER_PI * (x + 0.044715 * x**3))", replace="t = np.tanh(SQRT_2_OVER_PI * (x + 0.04475 * x**3))",
          tests=[f"{T}::test_activation_on_a_grid"],
          why="gelu_new's cubic coefficient mistyped (0.04475 for 0.044715)"),
     dict(id="refops.fwd.pattern_hook_ignored", file=REF,

@@ -9,6 +9,8 @@
   ops' order; and with a constant shift at every hook point the backward is still the exact gradient
   (in the backward a hook point is the identity).
 """
+import functools
+
 import numpy as np
 import pytest
 from hypothesis import assume, given, settings
@@ -58,8 +60,8 @@ def ln_params(rng, D):
 
 
 class Shift:
-    """A hook that adds a fixed array to the activations it names and records what it saw (a d_x of 0 at
-    the mask's -inf scores keeps them -inf)."""
+    """A hook that adds a fixed array to the activations it names (a masked -inf score stays -inf) and
+    keeps the name and shape of every activation it saw."""
 
     def __init__(self, shifts=None):
         self.shifts, self.seen = shifts or {}, []
@@ -92,7 +94,7 @@ def test_linear_backward(s, bias):
     np.testing.assert_allclose(out, np.einsum("bti,io->bto", x, W) + (b if bias else 0), rtol=1e-12, atol=1e-12)
     dout = rng.normal(size=out.shape)
     grads = ops.linear_backward(dout, cache)
-    for a, n, name in zip(grads, vjp_numeric(lambda *a: ops.linear_forward(*a)[0], arrays, dout), "x W b".split()):
+    for a, n, name in zip(grads, vjp_numeric(lambda *args: ops.linear_forward(*args)[0], arrays, dout), "x W b".split()):
         assert_close(a, n, name)
     assert bias or grads[2] is None
 
@@ -167,7 +169,7 @@ def test_mlp(act, s):
 
 def attention_by_loops(x, W_Q, b_Q, W_K, b_K, W_V, b_V, W_O, b_O):
     """Causal attention one batch entry, head and query at a time: query t attends to keys 0..t."""
-    B, T, D = x.shape
+    B, T, _ = x.shape
     H, _, E = W_Q.shape
     out = np.tile(b_O, (B, T, 1))
     for b in range(B):
@@ -248,10 +250,13 @@ def test_record_is_the_gradient_of_each_hooked_activation(op, s):
     rec = Recorder()
     backward(dout, cache, rec)
     assert rec.order == RECORD_ORDER[op]
+    def loss_with_shift(name, delta):
+        return np.sum(forward(x, Shift({name: delta}))[0] * dout)
+
     for name, shape in seen.seen:
         assert rec.grads[name].shape == shape, name
         delta = np.zeros(shape)
-        num = central_differences(lambda: np.sum(forward(x, Shift({name: delta}))[0] * dout), delta)
+        num = central_differences(functools.partial(loss_with_shift, name, delta), delta)
         finite = np.ones(shape, bool)
         if name == "hook_attn_scores":  # a masked score stays -inf under any shift: its gradient is 0
             finite = ~np.broadcast_to(ops.causal_mask(s["T"]), shape)
