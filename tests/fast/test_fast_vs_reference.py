@@ -2,10 +2,17 @@
 
 Same inputs, same ``dout``: the outputs, every returned gradient, every activation a hook saw and every
 gradient ``record`` got must agree to a relative 1e-10.  Why 1e-10: both sides compute the same formulas
-in another order (fused or per-head matmuls, gemv or pairwise row sums, the LayerNorm backward in closed
-form or line by line), so they differ by float64 round-off only: ~1e-16 per operation, grown by sums of a
-few hundred terms and by the cancellations of the LayerNorm and softmax backwards to ~1e-14 at most here.
-A wrong term, factor or index changes a result by far more than 1e-10.
+in another order and form (fused or per-head matmuls, gemv or pairwise row sums, the LayerNorm and GELU
+derivatives factored differently), so they differ by float64 round-off only: ~1e-16 per operation, grown
+by sums of a few hundred terms to ~1e-14 at most here.  A wrong term, factor or index changes a result by
+far more than 1e-10.
+
+Relative to what: an activation against its own largest entry; a gradient against its own largest entry
+but at least 1e-3 of the largest gradient of the same backward (as ``minigpt.gradcheck``).  The floor is
+for gradients that are small by cancellation, where round-off is that of the cancelling terms: b_K's is
+exactly 0 (softmax ignores a shift shared by a row), a LayerNorm over D = 2 barely depends on its input
+(xhat = +-1), and gelu_new' has a zero near x = -0.75 (all seen in hypothesis draws, up to 2e-9 of the
+gradient's own size).
 
 Hook variants: none; a recording hook (``wants("hook_result")`` true or false: the fast attention then
 skips the per-head result); a hook that replaces one activation by an affine map of it.  The hook is
@@ -48,12 +55,17 @@ def assert_same(fast, ref, name, floor=0.0):
     assert err <= REL * scale, f"{name}: max |fast - ref| = {err:.3e}, relative {err / scale:.3e}"
 
 
-def assert_same_grads(fast, ref, what):
-    """Two grads dicts; b_K (exactly 0: softmax ignores a shift shared by a row) on the scale of the others."""
+def grad_floor(*arrays):
+    """1e-3 of the largest entry of the gradients ``arrays`` (dicts of them count by their values)."""
+    flat = [a for x in arrays for a in (x.values() if isinstance(x, dict) else [x]) if a is not None]
+    return 1e-3 * max(float(np.abs(a).max(initial=0.0)) for a in flat)
+
+
+def assert_same_grads(fast, ref, what, floor):
+    """Two grads dicts, the same keys in the same order, each entry as ``assert_same`` with ``floor``."""
     assert list(fast) == list(ref), f"{what}: keys {list(fast)} != {list(ref)}"
-    overall = max(np.abs(v).max() for v in ref.values())
     for k in ref:
-        assert_same(fast[k], ref[k], f"{what} {k}", floor=overall if k == "b_K" else 0.0)
+        assert_same(fast[k], ref[k], f"{what} {k}", floor)
 
 
 class Hook:
@@ -94,10 +106,9 @@ def hooks_for(variant, names):
     return (Hook(replace, wants), Recorder()), (Hook(replace, wants), Recorder())
 
 
-def compare_hooked(op, variant, names, forward, rng, dx_floor=None):
+def compare_hooked(op, variant, names, forward, rng):
     """forward(ops, hook) -> (out, cache) of ``op`` on fixed inputs; runs it and ``op``_backward on both op sets
-    with the variant's hooks and compares the outputs, gradients and everything the hooks and records saw.
-    ``dx_floor(dout)``: the size of the terms that cancel in dx, when they can cancel (LayerNorm)."""
+    with the variant's hooks and compares the outputs, gradients and everything the hooks and records saw."""
     pair = hooks_for(variant, names)
     if pair is None:
         return
@@ -114,17 +125,15 @@ def compare_hooked(op, variant, names, forward, rng, dx_floor=None):
     r_d = getattr(ref_ops, op + "_backward")(dout.copy(), r_cache, rr)
     if fh is not None and fh.replace in BACKWARD_DIFFERS:
         return  # see BACKWARD_DIFFERS
-    floor = 0.0 if dx_floor is None else dx_floor(dout)
+    floor = grad_floor(*r_d, *([] if rr is None else [rr.grads]))
     if isinstance(r_d[1], dict):  # (dx, grads)
-        assert_same(f_d[0], r_d[0], f"{op} dx")
-        assert_same_grads(f_d[1], r_d[1], op)
+        assert_same(f_d[0], r_d[0], f"{op} dx", floor)
+        assert_same_grads(f_d[1], r_d[1], op, floor)
     else:  # (dx, dw, db)
-        for name, a, b in zip("dx dw db".split(), f_d, r_d):
-            assert_same(a, b, f"{op} {name}", floor if name == "dx" else 0.0)
+        assert_same_grads(dict(zip(("dx", "dw", "db"), f_d)), dict(zip(("dx", "dw", "db"), r_d)), op, floor)
     if fr is not None:
         assert list(fr.grads) == list(rr.grads), f"{op}: recorded {list(fr.grads)} != {list(rr.grads)}"
-        for n in rr.grads:
-            assert_same(fr.grads[n], rr.grads[n], f"{op} record {n}")
+        assert_same_grads(fr.grads, rr.grads, f"{op} record", floor)
 
 
 def params(rng, s):
@@ -150,11 +159,9 @@ def test_linear(s, bias):
         assert_same(f_out, r_out, "linear out")
         dout = rng.normal(size=r_out.shape)
         f_d, r_d = fast_ops.linear_backward(dout, f_c), ref_ops.linear_backward(dout, r_c)
-        for name, a, c in zip("dx dW".split(), f_d, r_d):
-            assert_same(a, c, "linear " + name)
         assert (f_d[2] is None) == (r_d[2] is None) == (not bias)
-        if bias:
-            assert_same(f_d[2], r_d[2], "linear db")
+        f_g, r_g = ({k: v for k, v in zip(("dx", "dW", "db"), d) if v is not None} for d in (f_d, r_d))
+        assert_same_grads(f_g, r_g, "linear", grad_floor(r_g))
 
 
 @settings(max_examples=15)
@@ -167,7 +174,7 @@ def test_softmax_with_the_causal_mask(s):
     (f_p, f_c), (r_p, r_c) = fast_ops.softmax_forward(x.copy()), ref_ops.softmax_forward(x.copy())
     assert_same(f_p, r_p, "softmax p")
     dp = rng.normal(size=x.shape)
-    assert_same(fast_ops.softmax_backward(dp.copy(), f_c), ref_ops.softmax_backward(dp.copy(), r_c), "softmax dx")
+    assert_same(fast_ops.softmax_backward(dp.copy(), f_c), ref_ops.softmax_backward(dp.copy(), r_c), "softmax dx", grad_floor(dp))
 
 
 @pytest.mark.parametrize("act", sorted(ref_ops.ACTIVATIONS))
@@ -199,12 +206,7 @@ def test_mse_and_add():
 def test_layernorm(variant, s):
     rng = np.random.default_rng(s["seed"])
     x, _, _, (w, b) = params(rng, s)
-    # dx = (dxhat - mean(dxhat) - xhat mean(dxhat xhat)) / scale, dxhat = dout w: its terms cancel almost
-    # exactly when the output barely depends on x (D = 2: xhat = +-1 whatever x is), so round-off is
-    # measured on the terms' size |dout w| / scale
-    rstd = 1 / np.sqrt(x.var(-1) + 1e-5)
-    compare_hooked("layernorm", variant, LN_HOOKS, lambda o, hook: o.layernorm_forward(x.copy(), w, b, 1e-5, hook), rng,
-                   dx_floor=lambda dout: np.abs(dout * w).max() * rstd.max())
+    compare_hooked("layernorm", variant, LN_HOOKS, lambda o, hook: o.layernorm_forward(x.copy(), w, b, 1e-5, hook), rng)
 
 
 @pytest.mark.parametrize("act", sorted(ref_ops.ACTIVATIONS))
@@ -246,8 +248,8 @@ def test_real_hook_state(wanted):
         assert_same(caches[0][n], caches[1][n], n)
     (f_out, (f_dx, f_g)), (r_out, (r_dx, r_g)) = outs
     assert_same(f_out, r_out, "out")
-    assert_same(f_dx, r_dx, "dx")
-    assert_same_grads(f_g, r_g, "attention")
+    assert_same(f_dx, r_dx, "dx", grad_floor(r_dx, r_g))
+    assert_same_grads(f_g, r_g, "attention", grad_floor(r_dx, r_g))
 
 
 @pytest.mark.xfail(strict=True, raises=AssertionError, reason="known: with hook_scale or hook_pattern replaced, the fast backward "

@@ -5,8 +5,8 @@ Until ``Transformer`` takes ``ops=`` (issue 13), the reference run swaps the mod
 module the two names today's ``loss_and_grad`` uses besides the ops (``using`` and ``Workspace``, as
 no-ops: the reference reuses no arrays).
 
-Compared, to a relative 1e-10 (float64 round-off of the same formulas in another order, see
-test_fast_vs_reference.py): the loss and every parameter gradient of ``loss_and_grad`` (twice: the second
+Compared, to a relative 1e-10 (float64 round-off of the same formulas in another order; gradients
+measured against at least 1e-3 of the largest gradient; see test_fast_vs_reference.py): the loss and every parameter gradient of ``loss_and_grad`` (twice: the second
 step runs on the fast workspace's reused arrays), and every cached activation and its gradient of
 ``run_with_cache(incl_bwd=True)``, with every hook point, without ``hook_result`` (the fast attention then
 skips it), and with a hook that replaces ``hook_v``.
@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_fast_vs_reference import REL, assert_same
+from test_fast_vs_reference import REL, assert_same, grad_floor
 
 import minigpt.model
 from minigpt import ModelConfig
@@ -74,10 +74,9 @@ def test_model_on_fast_and_reference_ops(name, B, T, seed):
         mp.setattr(ref_ops, "Workspace", lambda: None, raising=False)
         ref = run(model, x, y)
     assert list(fast) == list(ref)  # the same hook points in the same order
-    grads = [k for k in ref if " grad " in k]
-    overall = max(np.abs(ref[k]).max() for k in grads)
-    for k in ref:  # b_K's gradient is exactly 0 (softmax ignores a shift shared by a row): on the model's scale
-        assert_same(fast[k], ref[k], k, floor=overall if k.endswith("b_K") else 0.0)
+    floor = grad_floor(*(ref[k] for k in ref if " grad " in k or k.endswith("_grad")))
+    for k in ref:  # gradients against at least 1e-3 of the largest gradient (see test_fast_vs_reference.py)
+        assert_same(fast[k], ref[k], k, floor if " grad " in k or k.endswith("_grad") else 0.0)
     assert abs(fast["step 1 loss"] - ref["step 1 loss"]) <= REL * ref["step 1 loss"]
 
 

@@ -45,6 +45,13 @@ def assert_close(analytic, numeric, name, scale=None, tol=TOL):
     assert err < tol, f"{name}: relative error {err:.2e}"
 
 
+def assume_spread(x, eps=1e-5):
+    """Skip inputs with a nearly constant row: LayerNorm varies on the scale of the row's spread, and the
+    error of central differences with step H_FD grows as (H_FD / scale)^2 (measured: 5.6e-6 at scale 0.004,
+    100 times less for each 10 times smaller step)."""
+    assume(np.sqrt(x.var(-1) + eps).min() > 0.05)
+
+
 def attention_params(rng, D, H, E):
     """W_Q, b_Q, W_K, b_K, W_V, b_V, W_O, b_O with every bias non-zero."""
     return [rng.normal(0, 0.7, (H, D, E)), rng.normal(0, 1, (H, E)), rng.normal(0, 0.7, (H, D, E)), rng.normal(0, 1, (H, E)),
@@ -104,6 +111,7 @@ def test_linear_backward(s, bias):
 def test_layernorm(s):
     rng = np.random.default_rng(s["seed"])
     x, (w, b) = rng.normal(1, 2, (s["B"], s["T"], s["D"])), ln_params(rng, s["D"])
+    assume_spread(x)
     out, cache = ops.layernorm_forward(x, w, b, 1e-5)
     direct = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-5) * w + b  # np.var: biased
     np.testing.assert_allclose(out, direct, rtol=1e-12, atol=1e-12)
@@ -221,6 +229,7 @@ def run_op(op, rng, B, T, D, H, E, M):
     """(forward(hook) -> out, backward(dout, cache, record), inputs) for op in layernorm / mlp / attention."""
     x = rng.normal(1, 2, (B, T, D))
     if op == "layernorm":
+        assume_spread(x)
         w, b = ln_params(rng, D)
         return (lambda xx, hook=None: ops.layernorm_forward(xx, w, b, 1e-5, hook)), ops.layernorm_backward, x
     if op == "mlp":
