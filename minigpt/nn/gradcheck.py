@@ -25,6 +25,8 @@ from .config import ModelConfig
 from .model import Transformer
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from numpy.typing import ArrayLike
 
 
@@ -47,22 +49,24 @@ def nontrivial_model(cfg: ModelConfig, seed: int = 0, scale: float = 0.3, ops: M
     return model
 
 
+def central_differences(f: Callable[[], float], v: np.ndarray, h: float = 1e-5) -> np.ndarray:
+    """d f() / d v entry by entry: (f(v + h e_i) - f(v - h e_i)) / 2h (``v`` is changed in place and restored)."""
+    g = np.zeros(v.shape)
+    for i in np.ndindex(v.shape):
+        old = v[i]
+        v[i] = old + h
+        up = f()
+        v[i] = old - h
+        down = f()
+        v[i] = old
+        g[i] = (up - down) / (2 * h)
+    return g
+
+
 def numeric_grads(model: Transformer, x: ArrayLike, target: ArrayLike, h: float = 1e-5) -> dict[str, np.ndarray]:
     """Central differences of ``model.loss`` with respect to every parameter entry (float64).
     x [batch, pos(, d_in)], target [batch, pos(, d_out)] -> {name: [the parameter's shape]}."""
-    out = {}
-    for name, p in model.params.items():
-        g = np.zeros_like(p)
-        for i in np.ndindex(p.shape):
-            old = p[i]
-            p[i] = old + h
-            lp = model.loss(x, target)
-            p[i] = old - h
-            lm = model.loss(x, target)
-            p[i] = old
-            g[i] = (lp - lm) / (2 * h)
-        out[name] = g
-    return out
+    return {name: central_differences(lambda: model.loss(x, target), p, h) for name, p in model.params.items()}
 
 
 def check_model(model: Transformer, x: ArrayLike, target: ArrayLike, tol: float = 1e-6, h: float = 1e-5) -> list[TensorCheck]:
