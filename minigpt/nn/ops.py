@@ -24,19 +24,24 @@ workspace) live in ``minigpt/fast/ops.py`` and are tested against these (tests/f
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 from scipy.special import erf
 
+Hook = Callable[[str, np.ndarray], np.ndarray]  # hook(name, value) -> the value the forward goes on with
+Record = Callable[[str, np.ndarray], None]  # record(name, gradient of the loss with respect to that activation)
 
-def _no_hook(name, value):
+
+def _no_hook(name: str, value: np.ndarray) -> np.ndarray:
     return value
 
 
-def _no_record(name, grad):
+def _no_record(name: str, grad: np.ndarray) -> None:
     pass
 
 
-def add(a, b):
+def add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """a + b (the residual stream's sums)."""
     return a + b
 
@@ -44,7 +49,7 @@ def add(a, b):
 # ---------------------------------------------------------------------------------------------
 # Linear map: out = x @ W + b
 # ---------------------------------------------------------------------------------------------
-def linear_forward(x, W, b=None):
+def linear_forward(x: np.ndarray, W: np.ndarray, b: np.ndarray | None = None) -> tuple[np.ndarray, tuple]:
     """x [..., n_in], W [n_in, n_out], b [n_out] or None -> out [..., n_out]."""
     out = x @ W  # [..., n_out]
     if b is not None:
@@ -52,7 +57,7 @@ def linear_forward(x, W, b=None):
     return out, (x, W, b is not None)
 
 
-def linear_backward(dout, cache):
+def linear_backward(dout: np.ndarray, cache: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Returns (dx [..., n_in], dW [n_in, n_out], db [n_out] or None)."""
     x, W, has_bias = cache
     n_in, n_out = W.shape
@@ -65,7 +70,7 @@ def linear_backward(dout, cache):
 # ---------------------------------------------------------------------------------------------
 # LayerNorm over the last axis (biased variance)
 # ---------------------------------------------------------------------------------------------
-def layernorm_forward(x, w, b, eps, hook=None):
+def layernorm_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray, eps: float, hook: Hook | None = None) -> tuple[np.ndarray, tuple]:
     """x [..., D], w [D], b [D] -> out [..., D].  Hooks: hook_scale [..., 1], hook_normalized [..., D]."""
     hook = _no_hook if hook is None else hook
     mean = x.mean(-1, keepdims=True)  # [..., 1]
@@ -78,7 +83,7 @@ def layernorm_forward(x, w, b, eps, hook=None):
     return out, (xc, std, scale, xhat, w)
 
 
-def layernorm_backward(dout, cache, record=None):
+def layernorm_backward(dout: np.ndarray, cache: tuple, record: Record | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Returns (dx [..., D], dw [D], db [D])."""
     record = _no_record if record is None else record
     xc, std, scale, xhat, w = cache
@@ -99,14 +104,14 @@ def layernorm_backward(dout, cache, record=None):
 # ---------------------------------------------------------------------------------------------
 # Softmax over the last axis
 # ---------------------------------------------------------------------------------------------
-def softmax_forward(x):
+def softmax_forward(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """x [..., n] -> p [..., n] = exp(x - max x) / sum exp(x - max x).  -inf entries get p = 0."""
     e = np.exp(x - x.max(-1, keepdims=True))  # [..., n]  shifting by the row max changes nothing but overflow
     p = e / e.sum(-1, keepdims=True)  # [..., n]
     return p, p
 
 
-def softmax_backward(dp, cache):
+def softmax_backward(dp: np.ndarray, cache: np.ndarray) -> np.ndarray:
     """dx_i = sum_j dp_j dp_j/dx_i = p_i (dp_i - sum_j p_j dp_j)."""
     p = cache
     return p * (dp - (p * dp).sum(-1, keepdims=True))  # p = softmax(x)  [..., n]
@@ -118,38 +123,38 @@ def softmax_backward(dp, cache):
 SQRT_2_OVER_PI = np.sqrt(2.0 / np.pi)  # in the tanh approximation of GELU
 
 
-def gelu_new_forward(x):
+def gelu_new_forward(x: np.ndarray) -> tuple[np.ndarray, tuple]:
     """GELU, tanh approximation (GPT-2): 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
     t = np.tanh(SQRT_2_OVER_PI * (x + 0.044715 * x**3))  # [...]
     return 0.5 * x * (1 + t), (x, t)
 
 
-def gelu_new_backward(dout, cache):
+def gelu_new_backward(dout: np.ndarray, cache: tuple) -> np.ndarray:
     """d/dx = 0.5 (1 + t) + 0.5 x (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2), with t = tanh(...)."""
     x, t = cache
     dt = (1 - t * t) * SQRT_2_OVER_PI * (1 + 3 * 0.044715 * x * x)  # t = tanh(u)  ->  dt/dx = (1 - t^2) du/dx  [...]
     return dout * (0.5 * (1 + t) + 0.5 * x * dt)  # out = 0.5 x (1 + t)  [...]
 
 
-def gelu_forward(x):
+def gelu_forward(x: np.ndarray) -> tuple[np.ndarray, tuple]:
     """GELU, exact: x Phi(x) with Phi the standard normal CDF."""
     cdf = 0.5 * (1 + erf(x / np.sqrt(2.0)))  # [...]  Phi(x)
     return x * cdf, (x, cdf)
 
 
-def gelu_backward(dout, cache):
+def gelu_backward(dout: np.ndarray, cache: tuple) -> np.ndarray:
     """d/dx x Phi(x) = Phi(x) + x phi(x), phi the standard normal density."""
     x, cdf = cache
     pdf = np.exp(-0.5 * x * x) / np.sqrt(2 * np.pi)  # [...]  phi(x)
     return dout * (cdf + x * pdf)  # out = x Phi(x)  [...]
 
 
-def relu_forward(x):
+def relu_forward(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """max(x, 0)."""
     return np.maximum(x, 0), x
 
 
-def relu_backward(dout, cache):
+def relu_backward(dout: np.ndarray, cache: np.ndarray) -> np.ndarray:
     """1[x > 0] dout."""
     x = cache
     return dout * (x > 0)  # out = max(x, 0)  [...]
@@ -165,7 +170,8 @@ ACTIVATIONS = {
 # ---------------------------------------------------------------------------------------------
 # MLP: out = act(x @ W_in + b_in) @ W_out + b_out
 # ---------------------------------------------------------------------------------------------
-def mlp_forward(x, W_in, b_in, W_out, b_out, act_fn="gelu_new", hook=None):
+def mlp_forward(x: np.ndarray, W_in: np.ndarray, b_in: np.ndarray, W_out: np.ndarray, b_out: np.ndarray,
+                act_fn: str = "gelu_new", hook: Hook | None = None) -> tuple[np.ndarray, tuple]:
     """x [B, T, D] -> out [B, T, D].  Hooks: hook_pre, hook_post [B, T, M]."""
     hook = _no_hook if hook is None else hook
     act_forward, _ = ACTIVATIONS[act_fn]
@@ -177,7 +183,7 @@ def mlp_forward(x, W_in, b_in, W_out, b_out, act_fn="gelu_new", hook=None):
     return out, (c_in, c_act, c_out, act_fn)
 
 
-def mlp_backward(dout, cache, record=None):
+def mlp_backward(dout: np.ndarray, cache: tuple, record: Record | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Returns (dx [B, T, D], {"W_in", "b_in", "W_out", "b_out"})."""
     record = _no_record if record is None else record
     c_in, c_act, c_out, act_fn = cache
@@ -193,12 +199,13 @@ def mlp_backward(dout, cache, record=None):
 # ---------------------------------------------------------------------------------------------
 # Causal multi-head self-attention
 # ---------------------------------------------------------------------------------------------
-def causal_mask(T):
+def causal_mask(T: int) -> np.ndarray:
     """Boolean [T, T] (query, key): True where the key comes after the query (masked out)."""
     return np.triu(np.ones((T, T), dtype=bool), k=1)
 
 
-def attention_forward(x, W_Q, b_Q, W_K, b_K, W_V, b_V, W_O, b_O, hook=None):
+def attention_forward(x: np.ndarray, W_Q: np.ndarray, b_Q: np.ndarray, W_K: np.ndarray, b_K: np.ndarray, W_V: np.ndarray,
+                      b_V: np.ndarray, W_O: np.ndarray, b_O: np.ndarray, hook: Hook | None = None) -> tuple[np.ndarray, tuple]:
     """x [B, T, D]; W_Q/W_K/W_V [H, D, E]; b_Q/b_K/b_V [H, E]; W_O [H, E, D]; b_O [D] -> out [B, T, D].
 
     Hooks: hook_q/hook_k/hook_v [B, T, H, E], hook_attn_scores/hook_pattern [B, H, T, T] (query, key),
@@ -218,7 +225,7 @@ def attention_forward(x, W_Q, b_Q, W_K, b_K, W_V, b_V, W_O, b_O, hook=None):
     return out, (x, W_Q, W_K, W_V, W_O, q, k, v, c_softmax, pattern, z)
 
 
-def attention_backward(dout, cache, record=None):
+def attention_backward(dout: np.ndarray, cache: tuple, record: Record | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Returns (dx [B, T, D], grads dict with keys W_Q, b_Q, W_K, b_K, W_V, b_V, W_O, b_O)."""
     record = _no_record if record is None else record
     x, W_Q, W_K, W_V, W_O, q, k, v, c_softmax, pattern, z = cache
@@ -250,13 +257,13 @@ def attention_backward(dout, cache, record=None):
 # ---------------------------------------------------------------------------------------------
 # Loss: mean squared error over every element
 # ---------------------------------------------------------------------------------------------
-def mse_forward(pred, target):
+def mse_forward(pred: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray]:
     """loss = mean((pred - target)^2) over every element."""
     diff = pred - target  # [...]
     return float(np.mean(diff * diff)), diff
 
 
-def mse_backward(cache):
+def mse_backward(cache: np.ndarray) -> np.ndarray:
     """d loss / d pred = 2 (pred - target) / N."""
     diff = cache
     return 2 * diff / diff.size  # loss = mean(diff^2)  [...]
