@@ -181,20 +181,21 @@ def layernorm_forward(x, w, b, eps, hook=None):
     mean = (x2 @ _ones(D, x.dtype)) / D  # [N]  row means as one gemv
     xc = np.subtract(x2, mean[:, None], out=_empty(x2.shape, x2.dtype))  # [N, D]
     var = np.einsum("nd,nd->n", xc, xc) / D  # [N] biased variance
-    scale = np.sqrt(var + eps).reshape(*x.shape[:-1], 1)  # [..., 1]
-    scale = _hook(hook, "hook_scale", scale)
+    std = np.sqrt(var + eps).reshape(*x.shape[:-1], 1)  # [..., 1]
+    scale = _hook(hook, "hook_scale", std)
     rstd = 1.0 / scale  # [..., 1]
     xhat = xc.reshape(x.shape)  # [..., D]
     xhat *= rstd  # xhat = (x - mean) / scale, in place in xc
     out = np.multiply(xhat, w, out=_empty(x.shape, np.result_type(xhat, w)))  # [..., D]
     out += b
     out = _hook(hook, "hook_normalized", out)
-    return out, (xhat, rstd, w)
+    ratio = None if scale is std else scale / std  # a hook replaced the scale: std's own derivative is 1 / std
+    return out, (xhat, rstd, w, ratio)
 
 
 def layernorm_backward(dout, cache, record=None):
     """Returns (dx [..., D], dw [D], db [D])."""
-    xhat, rstd, w = cache
+    xhat, rstd, w, ratio = cache
     D = xhat.shape[-1]
     if record is not None:
         record("hook_normalized", dout)
@@ -208,6 +209,8 @@ def layernorm_backward(dout, cache, record=None):
     # xhat = (x - mean) * rstd, with mean and rstd depending on x:
     # dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))
     mean = (dxhat @ _ones(D, dxhat.dtype)) / D  # [N]  mean(dxhat)
+    if ratio is not None:  # scale = hook(std): dstd = dscale, and dstd/dvar = 1 / (2 std) = ratio / (2 scale)
+        proj = proj * ratio.reshape(-1)
     tmp = np.multiply(xh2, (proj / D)[:, None], out=_empty(xh2.shape, dxhat.dtype))  # [N, D]  xhat * mean(dxhat * xhat)
     dx = dxhat  # in place: dxhat is ours
     dx -= mean[:, None]
@@ -421,8 +424,8 @@ def attention_forward(x, W_Q, b_Q, W_K, b_K, W_V, b_V, W_O, b_O, hook=None):
     scores *= scale
     scores += causal_bias(T, scores.dtype)  # -inf above the diagonal
     scores = _hook(hook, "hook_attn_scores", scores)
-    pattern, _ = softmax_forward(scores, inplace=hook is None)  # [B, H, T, T]
-    pattern = _hook(hook, "hook_pattern", pattern)
+    probs, _ = softmax_forward(scores, inplace=hook is None)  # [B, H, T, T]
+    pattern = _hook(hook, "hook_pattern", probs)  # the softmax's own output stays in probs for its backward
     z = _empty((B, T, H, E), x.dtype)  # [B, T, H, E]
     np.matmul(pattern, vh, out=z.transpose(0, 2, 1, 3))  # z = pattern v, written in [B, T, H, E] order
     z = _hook(hook, "hook_z", z)
@@ -435,13 +438,13 @@ def attention_forward(x, W_Q, b_Q, W_K, b_K, W_V, b_V, W_O, b_O, hook=None):
         out = _matmul(z2, W_O.reshape(H * E, D))  # [B*T, D]
         out += b_O
         out = out.reshape(B, T, D)
-    cache = (x, W_qkv, qh, kh, vh, pattern, z2, W_O, scale)
+    cache = (x, W_qkv, qh, kh, vh, probs, pattern, z2, W_O, scale)
     return out, cache
 
 
 def attention_backward(dout, cache, record=None):
     """Returns (dx [B, T, D], grads dict with keys W_Q, b_Q, W_K, b_K, W_V, b_V, W_O, b_O)."""
-    x, W_qkv, qh, kh, vh, pattern, z2, W_O, scale = cache
+    x, W_qkv, qh, kh, vh, probs, pattern, z2, W_O, scale = cache
     B, T, D = x.shape
     H, E, _ = W_O.shape
     dout2 = dout.reshape(B * T, D)  # [B*T, D]
@@ -460,7 +463,7 @@ def attention_backward(dout, cache, record=None):
     if record is not None:
         record("hook_pattern", dpattern)
     # pattern = softmax(scores); masked entries get 0
-    dscores = softmax_backward(dpattern, pattern, inplace=record is None)
+    dscores = softmax_backward(dpattern, probs, inplace=record is None)
     if record is not None:
         record("hook_attn_scores", dscores)
     dscores *= scale  # scores = q k^T * scale
