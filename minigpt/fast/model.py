@@ -19,7 +19,6 @@ from ..nn import ops as reference_ops
 from ..nn.config import ModelConfig, param_shapes
 from ..nn.model import init_params, is_weight_matrix  # noqa: F401  (the old minigpt.model's names)
 from . import ops as fast_ops
-from . import step
 from .sharded import ShardedStep
 from .threads import resolve_threads
 
@@ -43,15 +42,10 @@ class Transformer(nn_model.Transformer):
         registered (``model.hooks``) the step runs here alone, so every hook sees the whole batch."""
         if not self.fast:
             return super().loss_and_grad(x, target)
-        x = self.prepare(x)
-        B, T = x.shape[:2]
-        t = self.prepare_target(target, (B, T) if self.cfg.d_out == 1 else (B, T, self.cfg.d_out))
         n = resolve_threads(threads)
-        if n == 1 or self.has_hooks:
-            return step.loss_and_grad(self, x, t)
         if self._step is None or self._step.threads != n:
             self._step = ShardedStep(self, n)
-        return self._step(x, t)
+        return self._step(x, target)
 
     # ------------------------------------------------------------------ persistence
     def save(self, path):

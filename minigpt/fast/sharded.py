@@ -1,7 +1,7 @@
 """A training step cut into shards computed side by side: this process and helper processes.
 
     step = ShardedStep(model, threads=2)     # threads: an int or "auto" (as many as BLAS would use)
-    loss, grads = step(x, t)                 # x, t checked by model.prepare / model.prepare_target
+    loss, grads = step(x, target)            # what model.loss_and_grad(x, target) returns
 
 The batch is cut into ``threads`` nearly equal shards: this process computes the first, the helpers of a
 ``minigpt.fast.shardpool.ShardPool`` the others.  The loss and gradients are the shards' sums, each
@@ -25,8 +25,11 @@ class ShardedStep:
         self.model = model
         self.threads = resolve_threads(threads)
 
-    def __call__(self, x: np.ndarray, t: np.ndarray):
+    def __call__(self, x, target) -> tuple[float, dict[str, np.ndarray]]:
         model = self.model
+        x = model.prepare(x)  # [B, T, d_in]
+        B, T = x.shape[:2]
+        t = model.prepare_target(target, (B, T) if model.cfg.d_out == 1 else (B, T, model.cfg.d_out))
         parts = shards(x.shape[0], 1 if model.has_hooks else self.threads)
         pool = None
         if len(parts) > 1:

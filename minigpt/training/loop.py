@@ -44,6 +44,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..fast.model import Transformer
+from ..fast.sharded import ShardedStep
 from ..fast.threads import resolve_threads, usable_cores
 from ..io.checkpoint import (
     CheckpointError,
@@ -348,6 +349,7 @@ def train(
             # disable=None: no bar when stderr is not a terminal (logs, pipes, tests)
             bar = tqdm(total=tc.steps, initial=start, desc="train", dynamic_ncols=True, leave=False, disable=None)
         flag = _SignalFlag()
+        sharded = ShardedStep(model, n_threads)  # each step's batch cut into n_threads shards computed side by side
         try:
             with flag, np.errstate(all="ignore"):  # non-finite values are detected below, not warned about
                 for step in range(start, tc.steps):
@@ -357,7 +359,7 @@ def train(
                     y = batch.targets.astype(model_cfg.dtype)
                     if not (np.isfinite(x).all() and np.isfinite(y).all()):
                         raise fault(n, "training data", f"(a sequence overflows {model_cfg.dtype})")
-                    loss, grads = model.loss_and_grad(x, y, threads=n_threads)
+                    loss, grads = sharded(x, y)
                     if not math.isfinite(loss):
                         raise fault(n, "value of", "the loss")
                     bad = first_nonfinite(grads)
