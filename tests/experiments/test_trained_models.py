@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from minigpt.training import load_run
 from theory.bayes import bayes_mse, posterior_mean_next
 
-ROOT = os.path.join(os.path.dirname(__file__), "..", "report", "checkpoints")
+ROOT = os.path.join(os.path.dirname(__file__), "..", "..", "report", "checkpoints")
 CHECKPOINTS = ("paper_s0", "paper-small_s0", "attn-only-small_s0")
 N = 20000
 

@@ -1,5 +1,6 @@
-"""Per-op vector-Jacobian checks in float64: for a random upstream gradient ``dout``, the hand-written
-backward must equal the central-difference gradient of the fake loss ``sum(op(inputs) * dout)``."""
+"""minigpt.fast.ops: per-op vector-Jacobian checks in float64: for a random upstream gradient ``dout``, the
+hand-written backward must equal the central-difference gradient of the fake loss ``sum(op(inputs) * dout)``
+(each op against its reference op: tests/fast/test_fast_vs_reference.py); the Workspace never hands out a live array."""
 import numpy as np
 import pytest
 from hypothesis import assume, given, settings
@@ -151,3 +152,27 @@ def test_mse():
     assert loss == pytest.approx(np.mean((p - t) ** 2))
     (num,) = numeric_vjp(lambda p: np.array(ops.mse_forward(p, t)[0]), [p], np.array(1.0))
     assert_close(ops.mse_backward(c), num, "pred")
+
+
+# ----------------------------------------------------------------------------- the Workspace
+def test_workspace_reuses_only_arrays_nobody_holds():
+    ws = ops.Workspace()
+    a = ws.empty((4, 3), np.float32)
+    b = ws.empty((4, 3), np.float32)
+    assert b is not a  # a is still held
+    view = a[1:]
+    del a
+    c = ws.empty((4, 3), np.float32)
+    assert c is not view.base  # a view keeps its base alive
+    del view, c
+    d = ws.empty((4, 3), np.float32)  # a's memory and c are free again; b is still held
+    assert d is not b and len(ws.pools[((4, 3), np.dtype(np.float32))]) == 3  # reused, not grown
+    assert ws.empty((4, 3), np.float64).dtype == np.float64  # dtypes never mix
+
+
+def test_outside_a_workspace_ops_allocate_fresh_arrays():
+    x = np.ones((3, 4), np.float32)
+    W = np.ones((4, 2), np.float32)
+    out1, _ = ops.linear_forward(x, W)
+    out2, _ = ops.linear_forward(x, W)
+    assert not np.shares_memory(out1, out2)

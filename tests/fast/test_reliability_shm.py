@@ -14,7 +14,7 @@ import pytest
 from minigpt import ModelConfig, Transformer
 from minigpt.fast import shardpool, threads
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository
 linux = pytest.mark.skipif(not os.path.isdir("/proc/self") or not os.path.isdir("/dev/shm"), reason="needs Linux /proc and /dev/shm")
 two_cores = pytest.mark.skipif(threads.usable_cores() < 2, reason="--threads 2 needs two usable cores")
 

@@ -1,11 +1,9 @@
-"""The speed machinery must not change what is computed: the workspace never hands out a live array,
-reused buffers give bit-identical gradients, hooks that keep activations keep them intact, and a float32
+"""minigpt.fast.step: the reused arrays must not change what is computed: reused buffers give bit-identical gradients, hooks that keep activations keep them intact, and a float32
 model stays float32 end to end.  (No timings here: speed lives in ``benchmarks/bench_step.py``.)"""
 import numpy as np
 import pytest
 
 import minigpt
-from minigpt.fast import ops
 from minigpt.nn.optim import AdamW, clip_grad_norm
 
 
@@ -18,29 +16,6 @@ def paper_like(**kw):
 def batch(seed, B=5, T=7):
     rng = np.random.default_rng(seed)
     return rng.uniform(-1, 1, (B, T)).astype(np.float32), rng.uniform(-1, 1, (B, T)).astype(np.float32)
-
-
-def test_workspace_reuses_only_arrays_nobody_holds():
-    ws = ops.Workspace()
-    a = ws.empty((4, 3), np.float32)
-    b = ws.empty((4, 3), np.float32)
-    assert b is not a  # a is still held
-    view = a[1:]
-    del a
-    c = ws.empty((4, 3), np.float32)
-    assert c is not view.base  # a view keeps its base alive
-    del view, c
-    d = ws.empty((4, 3), np.float32)  # a's memory and c are free again; b is still held
-    assert d is not b and len(ws.pools[((4, 3), np.dtype(np.float32))]) == 3  # reused, not grown
-    assert ws.empty((4, 3), np.float64).dtype == np.float64  # dtypes never mix
-
-
-def test_outside_a_workspace_ops_allocate_fresh_arrays():
-    x = np.ones((3, 4), np.float32)
-    W = np.ones((4, 2), np.float32)
-    out1, _ = ops.linear_forward(x, W)
-    out2, _ = ops.linear_forward(x, W)
-    assert not np.shares_memory(out1, out2)
 
 
 @pytest.mark.parametrize("kw", [{}, {"attn_only": True}, {"act_fn": "gelu"}, {"normalization_type": None}])

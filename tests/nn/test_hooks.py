@@ -3,21 +3,7 @@ and incl_bwd gradients against central differences."""
 import numpy as np
 import pytest
 
-from minigpt import ModelConfig, Transformer
-
-
-def make_model(attn_only=False, norm="LN", seed=0, dtype="float64"):
-    cfg = ModelConfig(n_layers=2, d_model=8, n_heads=2, d_mlp=12, n_ctx=6, attn_only=attn_only, normalization_type=norm, dtype=dtype)
-    m = Transformer(cfg, seed=seed)
-    rng = np.random.default_rng(seed + 100)
-    for k, v in m.params.items():  # non-trivial init: biases != 0, LN gains != 1, larger weights
-        m.params[k] = (v + 0.3 * rng.standard_normal(v.shape)).astype(v.dtype)
-    return m
-
-
-def inputs(B=3, T=5, seed=0):
-    rng = np.random.default_rng(seed)
-    return rng.uniform(-1, 1, (B, T)), rng.uniform(-1, 1, (B, T))
+from tests.nn.helpers import inputs, make_model
 
 
 def test_cache_names_order_and_shorthand():

@@ -1,7 +1,6 @@
-"""Whole-model properties: exact gradients for every configuration, causality, batch independence,
-determinism, the public API's names and shapes, save/load, and precise errors for bad input."""
+"""minigpt.nn.model: exact gradients for every configuration and both op sets, causality, batch independence,
+determinism, the public API's names and shapes, and precise errors for bad input."""
 import dataclasses
-import itertools
 
 import numpy as np
 import pytest
@@ -10,24 +9,7 @@ from hypothesis import strategies as st
 
 import minigpt
 from minigpt.nn.gradcheck import gradcheck_config, nontrivial_model
-from minigpt.fast import ops as fast_ops
-from minigpt.nn import ops as reference_ops
-from minigpt.nn.config import param_shapes
-
-CONFIGS = [
-    dict(attn_only=a, normalization_type=n, act_fn=f)
-    for a, n, f in itertools.product((False, True), ("LN", None), ("gelu_new", "gelu", "relu"))
-    if not (a and f != "gelu_new")
-]
-
-
-def small(**kw):
-    base = dict(n_layers=2, d_model=8, n_heads=2, d_mlp=12, n_ctx=5, dtype="float64")
-    base.update(kw)
-    return minigpt.ModelConfig(**base)
-
-
-OP_SETS = pytest.mark.parametrize("ops", [reference_ops, fast_ops], ids=["reference", "fast"])
+from tests.nn.helpers import CONFIGS, OP_SETS, small
 
 
 @OP_SETS
@@ -39,32 +21,10 @@ def test_every_parameter_gradient_matches_finite_differences(kw, ops):
     assert len(report) == len(minigpt.Transformer(small(**kw)).params)
 
 
-@pytest.mark.parametrize("ops", [reference_ops, fast_ops], ids=["reference", "fast"])
-def test_gradcheck_detects_a_wrong_backward(monkeypatch, ops):
-    """The check must be able to fail: break LayerNorm's backward slightly and it must notice, on both op sets."""
-    real = ops.layernorm_backward
-
-    def broken(dout, cache, record=None):
-        dx, dw, db = real(dout, cache, record)
-        return dx, dw * 1.001, db
-
-    monkeypatch.setattr(ops, "layernorm_backward", broken)
-    report = gradcheck_config(small(), seed=0, ops=ops)
-    assert any(not r.ok for r in report if r.name.endswith("ln1.w"))
-
-
 @OP_SETS
 def test_multi_dimensional_input_and_output_gradients(ops):
     report = gradcheck_config(small(d_in=3, d_out=2, n_layers=1), seed=1, ops=ops)
     assert all(r.ok for r in report), [(r.name, r.max_rel_diff) for r in report if not r.ok]
-
-
-@pytest.mark.parametrize("kw", CONFIGS + [dict(d_in=3, d_out=2, n_ctx=7, d_head=3)], ids=lambda kw: "-".join(str(v) for v in kw.values()))
-def test_config_counts_the_models_parameters(kw):
-    """ModelConfig.num_params (the size limit, checked before any allocation) is the model's real count."""
-    cfg = small(**kw)
-    model = minigpt.Transformer(cfg)
-    assert cfg.num_params() == model.num_params() == sum(int(np.prod(s)) for s in param_shapes(cfg).values())
 
 
 def test_param_names_and_shapes():
@@ -135,19 +95,6 @@ def test_loss_is_mean_squared_error():
     assert loss == pytest.approx(np.mean((model(x) - t) ** 2), rel=1e-12)
 
 
-def test_save_load_roundtrip_is_bitwise(tmp_path):
-    model = minigpt.Transformer(small(), seed=0)
-    model.params = nontrivial_model(small(), seed=4).params
-    model.save(tmp_path / "m.npz")
-    back = minigpt.Transformer.load(tmp_path / "m.npz")
-    assert back.cfg == model.cfg
-    for k, v in model.params.items():
-        assert back.params[k].dtype == v.dtype
-        np.testing.assert_array_equal(back.params[k], v)
-    x = np.random.default_rng(0).uniform(-1, 1, (2, 5))
-    np.testing.assert_array_equal(back(x), model(x))
-
-
 @pytest.mark.parametrize(
     "x, msg",
     [
@@ -169,21 +116,3 @@ def test_target_shape_checked():
     model = minigpt.Transformer(small())
     with pytest.raises(ValueError, match="target"):
         model.loss_and_grad(np.zeros((2, 3)), np.zeros((2, 4)))
-
-
-@pytest.mark.parametrize(
-    "kw, field",
-    [
-        (dict(d_model=10, n_heads=3), "d_model"),
-        (dict(n_layers=0), "n_layers"),
-        (dict(act_fn="swish"), "act_fn"),
-        (dict(normalization_type="RMS"), "normalization_type"),
-        (dict(dtype="float16"), "dtype"),
-        (dict(eps=0.0), "eps"),
-        (dict(d_mlp=2.5), "d_mlp"),
-        (dict(attn_only="yes"), "attn_only"),
-    ],
-)
-def test_invalid_config_names_the_field(kw, field):
-    with pytest.raises(ValueError, match=field):
-        minigpt.ModelConfig(**kw)

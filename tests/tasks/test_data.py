@@ -1,11 +1,12 @@
-"""The task sampler and the baseline predictors."""
+"""minigpt.tasks.data: the task samplers (the paper's affine recurrence, LinearRecurrence, PolynomialSequence),
+their priors, bounds and errors, and the task registry."""
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minigpt.tasks import baselines
-from minigpt.tasks.data import AffineRecurrence, check_prior, prior_moments, sample_prior
+from minigpt.tasks import baselines, presets
+from minigpt.tasks.data import AffineRecurrence, LinearRecurrence, PolynomialSequence, check_prior, make_task, prior_moments, sample_prior
 
 
 def test_sequences_follow_the_recurrence_and_are_seeded():
@@ -69,45 +70,51 @@ def test_max_abs_term_bounds_every_sample():
     assert np.abs(batch.x).max() <= task.max_abs_term()
 
 
-@settings(max_examples=30)
-@given(
-    st.floats(-1.5, 1.5).filter(lambda v: abs(v - 1) > 1e-3),
-    st.floats(-2, 2),
-    st.floats(-2, 2),
-)
-def test_exact_baselines_are_exact_once_identifiable(a, b, x0):
-    x = np.empty((1, 8))
-    x[0, 0] = x0
-    for n in range(1, 8):
-        x[0, n] = a * x[0, n - 1] + b
-    target = a * x + b  # the next term after every position
-    for name in ("three_term", "least_squares"):
-        pred = baselines.predict(name, x)
-        d = x[0, 1] - x[0, 0]
-        if abs(d) > 1e-3:  # identifiable: x_1 != x_0 (and the sequence is not constant)
-            np.testing.assert_allclose(pred[0, 2:], target[0, 2:], rtol=1e-6, atol=1e-6 * (1 + np.abs(x).max()))
-    np.testing.assert_allclose(baselines.predict("oracle", x, a=[a], b=[b]), target, rtol=1e-12)
+# ----------------------------------------------------------------------------- tasks beyond the paper
+@settings(max_examples=20, deadline=None)
+@given(st.integers(1, 4), st.sampled_from(["norm", "radius"]), st.integers(3, 14), st.integers(0, 2**31))
+def test_linear_recurrence_samples_obey_the_recurrence_and_bounds(k, scale, length, seed):
+    task = LinearRecurrence(dim=k, scale=scale, length=length, rho=("uniform", 0.0, 0.99))
+    batch = task.sample(64, np.random.default_rng(seed))
+    assert batch.x.shape == (64, length, k) and batch.inputs.shape == (64, length - 1, k)
+    A, b = batch.A, batch.b
+    np.testing.assert_allclose(batch.x[:, 1:], np.einsum("bij,btj->bti", A, batch.x[:, :-1]) + b[:, None], atol=1e-12)
+    np.testing.assert_array_equal(batch.x[:, 0], batch.x0)
+    radius = np.abs(np.linalg.eigvals(A)).max(-1)
+    assert np.all(radius <= 0.99 + 1e-9)
+    if scale == "norm":
+        assert np.all(np.linalg.norm(A, ord=2, axis=(1, 2)) <= 0.99 + 1e-9)
+    assert np.abs(batch.x).max() <= task.max_abs_term() + 1e-9
 
 
-def test_baseline_definitions():
-    x = np.array([[1.0, 3.0, 7.0, 15.0]])  # a = 2, b = 1
-    np.testing.assert_array_equal(baselines.copy(x), x)
-    np.testing.assert_array_equal(baselines.linear(x), [[1.0, 5.0, 11.0, 23.0]])
-    np.testing.assert_allclose(baselines.three_term(x), [[1.0, 3.0, 15.0, 31.0]])
-    np.testing.assert_allclose(baselines.least_squares(x), [[1.0, 3.0, 15.0, 31.0]])
-    task = AffineRecurrence(a=("uniform", 0, 1), b=("normal", 2, 1))
-    np.testing.assert_allclose(baselines.prior_mean(x, task), 0.5 * x + 2)
-    task = AffineRecurrence(a=("uniform", 0.2, 1), b=("uniform", -1, 3))  # lo != 0: mean = (lo + hi) / 2
-    np.testing.assert_allclose(baselines.prior_mean(x, task), 0.6 * x + 1)
+def test_linear_dim1_is_the_scalar_task_in_law():
+    lin = LinearRecurrence(dim=1, length=6).sample(20000, np.random.default_rng(0))
+    a = lin.A[:, 0, 0]
+    assert abs(a.mean()) < 0.02 and abs(a.var() - 1 / 3) < 0.01  # a ~ U(-1, 1)
 
 
-def test_three_term_fallback_where_denominator_vanishes():
-    x = np.array([[0.5, 0.5, 0.5, 0.5]])  # a fixed point: the denominator is 0
-    np.testing.assert_array_equal(baselines.three_term(x), x)
+@settings(max_examples=20, deadline=None)
+@given(st.integers(0, 4), st.integers(2, 14), st.integers(0, 2**31))
+def test_polynomial_samples_match_their_coefficients(m, length, seed):
+    task = PolynomialSequence(degree=m, length=length)
+    batch = task.sample(32, np.random.default_rng(seed))
+    u = np.arange(length) / task.n_scale
+    np.testing.assert_allclose(batch.x, batch.coeffs @ (u[:, None] ** np.arange(m + 1)).T, atol=1e-12)
+    assert np.abs(batch.x).max() <= task.max_abs_term() + 1e-12 <= m + 1 + 1e-12
 
 
-def test_unknown_baseline_and_missing_arguments():
-    with pytest.raises(ValueError, match="unknown baseline"):
-        baselines.predict("magic", np.zeros((1, 3)))
-    with pytest.raises(ValueError, match="a and b"):
-        baselines.predict("oracle", np.zeros((1, 3)))
+@pytest.mark.parametrize("task", [LinearRecurrence(dim=3, scale="radius", noise=0.1), PolynomialSequence(degree=3, scale=5.0)])
+def test_spec_round_trips_through_the_registry_and_presets(task):
+    assert make_task(task.spec()) == task
+    assert presets.build_task(task.spec()) == task
+
+
+def test_registry_errors_name_the_problem():
+    with pytest.raises(ValueError, match="unknown data.task"):
+        make_task({"task": "fibonacci"})
+    with pytest.raises(ValueError, match="data.a"):
+        make_task({"task": "linear", "a": 1})
+    with pytest.raises(ValueError, match="data.dim"):
+        LinearRecurrence(dim=0)
+    with pytest.raises(ValueError, match="data.scale"):
+        PolynomialSequence(scale=-1)

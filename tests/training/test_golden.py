@@ -1,15 +1,12 @@
 """Golden loss trajectory: 10 seeded training steps of a tiny float64 model must reproduce the stored
-numbers (``tests/golden/loss_trajectory.json``, written by ``tests/golden/make_golden.py``) to 1e-9.
+numbers (``tests/training/golden/loss_trajectory.json``, written by ``tests/training/golden/make_golden.py``) to 1e-9.
 A failure means the numbers of the model, the optimizer, the schedule, the clipping or the data
 stream changed; regenerate only if that was intended."""
 import json
-import os
-import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "golden"))
-import make_golden  # noqa: E402
+from tests.training.golden import make_golden
 
 
 def test_golden_loss_trajectory():

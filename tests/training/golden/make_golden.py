@@ -1,9 +1,9 @@
 """Regenerate ``loss_trajectory.json``: 10 seeded training steps of a tiny float64 model.
 
-    python tests/golden/make_golden.py
+    python tests/training/golden/make_golden.py
 
 Only run this when a change to the numbers is intended (a new initialisation, a fixed bug in an op);
-the test ``tests/test_training_golden.py`` then pins the new trajectory.  Record why in the commit.
+the test ``tests/training/test_golden.py`` then pins the new trajectory.  Record why in the commit.
 """
 import json
 import os
