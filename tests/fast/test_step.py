@@ -1,9 +1,11 @@
-"""minigpt.fast.step: the reused arrays must not change what is computed: reused buffers give bit-identical gradients, hooks that keep activations keep them intact, and a float32
-model stays float32 end to end.  (No timings here: speed lives in ``benchmarks/bench_step.py``.)"""
+"""minigpt.fast.step: a step takes its arrays from the model's workspace and the next step of the same shape reuses
+them, without changing what is computed: reused buffers give bit-identical gradients, hooks that keep activations keep
+them intact, and a float32 model stays float32 end to end.  (No timings here: speed lives in ``benchmarks/bench_step.py``.)"""
 import numpy as np
 import pytest
 
 import minigpt
+from minigpt.fast import step
 from minigpt.nn.optim import AdamW, clip_grad_norm
 
 
@@ -67,3 +69,18 @@ def test_float32_end_to_end():
     opt.step(grads)
     assert all(p.dtype == np.float32 for p in model.params.values())
     assert all(m.dtype == np.float32 for m in opt.m.values()) and all(v.dtype == np.float32 for v in opt.v.values())
+
+
+def test_a_second_step_reuses_the_arrays_of_the_first():
+    model = minigpt.Transformer(paper_like(), seed=0)
+    x, y = batch(0)
+    shape = model.prepare(x).shape
+    loss1, g1 = model.loss_and_grad(x, y)
+    g1 = {k: v.copy() for k, v in g1.items()}  # copies: the step's own arrays are free again
+    ws = step.workspace(model, shape)
+    handed_out = {key: [id(a) for a in arrays] for key, arrays in ws.pools.items()}
+    assert sum(map(len, handed_out.values())) > 10  # the first step took its arrays from the workspace
+    loss2, g2 = model.loss_and_grad(x, y)
+    assert step.workspace(model, shape) is ws and {key: [id(a) for a in arrays] for key, arrays in ws.pools.items()} == handed_out
+    assert loss2 == loss1 and all(np.array_equal(g2[k], g1[k]) for k in g1)
+    assert step.workspace(model, (2,) + shape[1:]) is not ws  # another input shape: a workspace of its own

@@ -1,7 +1,8 @@
-"""minigpt.nn.resid: the residual-stream decompositions sum exactly to the cached residuals."""
+"""minigpt.nn.resid: the residual-stream decompositions sum exactly to the cached residuals, each entry of the
+accumulated residual is the residual before its block, and head outputs are recomputed from z when not cached."""
 import numpy as np
 
-from minigpt.nn.resid import accumulated_resid, apply_ln_to_stack, decompose_resid, stack_head_results
+from minigpt.nn.resid import accumulated_resid, apply_ln_to_stack, decompose_resid, head_results, stack_head_results
 from tests.nn.helpers import inputs
 
 
@@ -39,3 +40,31 @@ def test_apply_ln_to_stack_sums_to_normalized(model):
         np.testing.assert_allclose(normed * P["ln_final.w"] + P["ln_final.b"], cache["ln_final.hook_normalized"], atol=1e-10)
     else:
         np.testing.assert_allclose(normed, cache["resid_post", -1])
+
+
+def test_accumulated_resid_is_the_residual_before_each_block(model):
+    x, _ = inputs()
+    _, cache = model.run_with_cache(x)
+    L = model.cfg.n_layers
+    want, names = [], []
+    for l in range(L):
+        want.append(cache["resid_pre", l])
+        names.append(f"{l}_pre")
+        if not model.cfg.attn_only:
+            want.append(cache["resid_mid", l])
+            names.append(f"{l}_mid")
+    acc, labels = accumulated_resid(cache, incl_mid=True)
+    assert labels == names + ["final_post"]
+    np.testing.assert_array_equal(acc, np.stack(want + [cache["resid_post", L - 1]]))
+    acc, labels = accumulated_resid(cache, layer=1)  # stop before block 1
+    assert labels == ["0_pre", "1_pre"]
+    np.testing.assert_array_equal(acc, np.stack([cache["resid_pre", 0], cache["resid_pre", 1]]))
+
+
+def test_head_results_without_hook_result_come_from_z(model):
+    x, _ = inputs()
+    _, full = model.run_with_cache(x)
+    _, part = model.run_with_cache(x, names_filter=lambda name: not name.endswith("hook_result"))
+    for l in range(model.cfg.n_layers):
+        assert f"blocks.{l}.attn.hook_result" not in part
+        np.testing.assert_allclose(head_results(part, l), full["result", l], rtol=1e-12, atol=1e-13)
