@@ -1,7 +1,7 @@
 """The benchmark's bookkeeping without torch: the matmul FLOP count of a step and the results table.
 (No timings: those live in the benchmark.)  That its PyTorch twin computes minigpt's losses step after
 step is checked by ``benchmarks/check_torch_twin.py`` (needs the ``bench`` extra, torch); minigpt's own
-numbers are pinned by tests/test_forward_oracle.py, tests/test_model.py and tests/test_optim.py."""
+numbers are pinned by tests/nn/test_forward_oracle.py, tests/nn/test_model.py and tests/nn/test_optim.py."""
 import minigpt
 from minigpt import bench
 

@@ -22,7 +22,7 @@ from minigpt.nn.gradcheck import central_differences
 from minigpt.nn import ops
 
 H_FD = 1e-5  # ~ eps^(1/3): balances truncation (h^2) against round-off (eps / h) in float64
-TOL = 1e-6  # as tests/test_ops.py; the worst central-difference error over this file is 7e-8 (measured)
+TOL = 1e-6  # as tests/fast/test_ops.py; the worst central-difference error over this file is 7e-8 (measured)
 
 ATTN_PARAMS = ("W_Q", "b_Q", "W_K", "b_K", "W_V", "b_V", "W_O", "b_O")
 MLP_PARAMS = ("W_in", "b_in", "W_out", "b_out")
