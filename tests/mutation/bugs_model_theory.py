@@ -31,7 +31,7 @@ BUGS = [
          why="attention scores scaled by 1/sqrt(d_model) instead of 1/sqrt(d_head); the backward reuses the "
              "cached scale, so gradient checks pass"),
     dict(id="model-ln-eps-outside-sqrt", file=OPS,
-         find="scale = np.sqrt(var + eps).reshape(", replace="scale = (np.sqrt(var) + eps).reshape(",
+         find="np.sqrt(var + eps).reshape(", replace="(np.sqrt(var) + eps).reshape(",
          tests=ORACLE,
          why="LayerNorm scale sqrt(var) + eps instead of sqrt(var + eps): a change of ~1e-5 relative, seen "
              "by a float64 oracle (the gradient check notices too: the backward assumes sqrt(var + eps))"),
