@@ -7,8 +7,8 @@ after training step (forward, backward, gradient clipping, AdamW).  Needs the ``
 
 Run it after changing ``minigpt/bench.py``.  It is not a test: torch is in no extra that the README's test
 command installs.  minigpt's own numbers are pinned without torch by the tests: the forward pass and every
-activation by tests/test_forward_oracle.py (float64, 1e-9), gradients by tests/test_model.py (finite
-differences) and the oracle's directional derivatives, AdamW and clipping by tests/test_optim.py.
+activation by tests/nn/test_forward_oracle.py (float64, 1e-9), gradients by tests/nn/test_model.py (finite
+differences) and the oracle's directional derivatives, AdamW and clipping by tests/nn/test_optim.py.
 """
 import itertools
 import sys

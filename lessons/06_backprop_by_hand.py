@@ -32,7 +32,7 @@ from theory import derive
 # LayerNorm over the last axis (size $D$): $\mu$ the mean, $\sigma^2$ the biased variance,
 # $r = 1/\sqrt{\sigma^2 + \epsilon}$, $\hat x_i = (x_i - \mu)\,r$, $\text{out}_i = w_i \hat x_i + b_i$.
 # Given the upstream gradient $g = \partial L / \partial \text{out}$, sympy derives every piece
-# (each step is checked by `tests/test_theory_derive.py`):
+# (each step is checked by `tests/theory/test_derive.py`):
 
 # %%
 print(derive.text("layernorm_jacobian"))

@@ -2,7 +2,7 @@
 
 ``TOPICS`` maps a topic name to a function returning a list of ``theory.steps.Step``: an equation
 (sympy ``Eq``), a one-line reason, and the meaning of its named pieces, so that ``theory.steps.check``
-can verify each step (tests/test_theory_derive.py checks every one). The function's docstring is the
+can verify each step (tests/theory/test_derive.py checks every one). The function's docstring is the
 topic's one-line description.
 
 ``render(topic)`` prints numbered steps as plain text (sympy's ASCII pretty printer, unwrapped);

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_fast_vs_reference import REL, assert_same, grad_floor
 
 from minigpt import ModelConfig, Transformer
 from minigpt.nn import ops as ref_ops
 from minigpt.nn.gradcheck import nontrivial_model
+from tests.fast.test_fast_vs_reference import REL, assert_same, grad_floor
 
 BASE = dict(n_layers=2, d_model=8, n_heads=2, d_mlp=12, n_ctx=6, dtype="float64")
 CONFIGS = {

@@ -7,18 +7,19 @@ Each bug is one plausible slip: a guard dropped, a condition inverted, a name ma
 Not here: the fork guards of the shard pool.  They are layered (``register_at_fork`` forgets the parent's
 pools in the child; ``get_pool`` and ``close`` check the owner's pid; a parent's helper is not the child's
 child, so ``alive()`` is false there), and dropping any one of them alone was tried and is not a bug: the
-child still starts its own pool (tests/test_reliability_shm.py).
+child still starts its own pool (tests/fast/test_reliability_shm.py).
 """
 
 CK = "minigpt/io/checkpoint.py"
 TRAIN = "minigpt/training/loop.py"
 POOL = "minigpt/fast/shardpool.py"
 
-T_CK = "tests/test_checkpoint.py"
-T_RCK = "tests/test_reliability_checkpoint.py"
-T_RUNS = "tests/test_reliability_runs.py"
-T_SHM = "tests/test_reliability_shm.py"
-T_THREADS = "tests/test_threads.py"
+T_CK = "tests/io/test_checkpoint.py"
+T_RCK = "tests/io/test_reliability_checkpoint.py"
+T_RUNS = "tests/training/test_reliability_runs.py"
+T_SHM = "tests/fast/test_reliability_shm.py"
+T_SHARDED = "tests/fast/test_sharded.py"
+T_POOL = "tests/fast/test_shardpool.py"
 
 BUGS = [
     # ------------------------------------------------------------------ bounded loading
@@ -97,10 +98,10 @@ BUGS = [
     # ------------------------------------------------------------------ shard pool
     dict(id="checkpoint.pool.grads_into_params_block", file=POOL,
          find="                send_handle(conn, g.fd, p.pid)\n", replace="                send_handle(conn, self.params_blk.fd, p.pid)\n",
-         tests=[f"{T_THREADS}::test_sharded_step_equals_one_thread"],
+         tests=[f"{T_SHARDED}::test_sharded_step_equals_one_thread"],
          why="copy-paste slip: each helper is handed the parameter block as its gradient block"),
     dict(id="checkpoint.pool.new_inputs_not_sent", file=POOL,
          find="            new = self.inputs_blk.size\n", replace="            new = None\n",
-         tests=[f"{T_THREADS}::test_growing_batches_and_two_caller_threads_share_one_pool_safely"],
+         tests=[f"{T_POOL}::test_growing_batches_and_two_caller_threads_share_one_pool_safely"],
          why="a larger input block is made but its descriptor never reaches the helpers"),
 ]

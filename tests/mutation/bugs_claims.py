@@ -1,7 +1,8 @@
 """Bugs in the claims under definitions v2 (minigpt/experiments/claims.py), the refinement theory (theory/refinement.py)
 and its report (minigpt/experiments/refinement.py, analysis.null_gain)."""
 CL, RF, RR, AN = "minigpt/experiments/claims.py", "theory/refinement.py", "minigpt/experiments/refinement.py", "minigpt/experiments/analysis.py"
-T_CL, T_RF, T_RR = "tests/test_claims.py", "tests/test_theory_refinement.py", "tests/test_refinement_report.py"
+T_CL, T_RF, T_RR = "tests/experiments/test_claims.py", "tests/theory/test_refinement.py", "tests/experiments/test_refinement.py"
+T_AN = "tests/experiments/test_analysis.py"
 
 BUGS = [
     dict(id="claims.similarity_sign", file=CL, find="b = -np.abs(x[:, t : t + 1] - x[:, : t + 1])", replace="b = np.abs(x[:, t : t + 1] - x[:, : t + 1])",
@@ -39,7 +40,7 @@ BUGS = [
     dict(id="refinement_report.slope_of_target", file=RR, find="slope = float(np.polyfit(xx, e, 1)[0])", replace="slope = float(np.polyfit(xx, tt, 1)[0])",
          tests=[T_RR], why="the entering estimate's slope is the target's"),
     dict(id="analysis.null_is_global_mean", file=AN, find="sse_null = float(((A[:half, t_min:].mean(0) - held) ** 2).sum())",
-         replace="sse_null = float(((A[:half, t_min:].mean() - held) ** 2).sum())", tests=[T_RR], why="the positional null is a constant: every fit beats it"),
+         replace="sse_null = float(((A[:half, t_min:].mean() - held) ** 2).sum())", tests=[T_AN, T_RR], why="the positional null is a constant: every fit beats it"),
     dict(id="analysis.null_margin_sign", file=AN, find='"null_counts": bool(gain >= NULL_MARGIN)', replace='"null_counts": bool(gain >= -NULL_MARGIN)',
-         tests=[T_RR], why="fits that lose to the null count"),
+         tests=[T_AN, T_RR], why="fits that lose to the null count"),
 ]

@@ -6,7 +6,7 @@ wrong forward), so the forward bugs name the tests that compare each forward wit
 """
 
 REF = "minigpt/nn/ops.py"
-T = "tests/nn/test_reference_ops.py"
+T = "tests/nn/test_ops.py"
 
 BUGS = [
     # ------------------------------------------------------------------ forwards
