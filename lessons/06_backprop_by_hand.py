@@ -39,14 +39,16 @@ print(derive.text("layernorm_jacobian"))
 
 # %% [markdown]
 # ## EXERCISE: write `layernorm_backward`
-# The forward pass `ops.layernorm_forward(x, w, b, eps)` returns `(out, cache)` with
-# `cache = (xhat [..., D], rstd [..., 1], w [D])`. Return `(dx [..., D], dw [D], db [D])`:
-# `dw` and `db` sum over every leading axis (batch and position). Use the last step above:
-# with $gw = g \cdot w$, $dx = r\,(gw - \text{mean}(gw) - \hat x\, \text{mean}(gw\,\hat x))$.
+# The forward pass `ops.layernorm_forward(x, w, b, eps)` (the reference op, `minigpt/nn/ops.py`) returns
+# `(out, cache)` with `cache = (xc [..., D], std [..., 1], scale [..., 1], xhat [..., D], w [D])`: the centred
+# input, its standard deviation, the scale used (`std` itself unless a hook replaced it), the normalised
+# input and the gain. Return `(dx [..., D], dw [D], db [D])`: `dw` and `db` sum over every leading axis
+# (batch and position). Use the last step above with $r = 1 / \text{scale}$ and $gw = g \cdot w$:
+# $dx = r\,(gw - \text{mean}(gw) - \hat x\, \text{mean}(gw\,\hat x))$.
 
 # %%
 def layernorm_backward(dout, cache, record=None):
-    xhat, rstd, w = cache
+    xc, std, scale, xhat, w = cache
     D = xhat.shape[-1]
     # EXERCISE: compute db, dw and dx (about six lines of numpy)
     raise NotImplementedError("write layernorm_backward (or run with MINIGPT_LESSON_SOLUTIONS=1)")
@@ -122,8 +124,8 @@ assert all(r.ok for r in report)
 # %%
 def forgot_the_means(dout, cache, record=None):
     dx, dw, db = layernorm_backward(dout, cache)
-    xhat, rstd, w = cache
-    return rstd * dout * w, dw, db
+    xc, std, scale, xhat, w = cache
+    return dout * w / scale, dw, db
 
 
 wrong = check_op(forgot_the_means)

@@ -9,9 +9,11 @@ import numpy as np
 def layernorm_backward(dout, cache, record=None):
     """LayerNorm out = xhat * w + b, xhat = (x - mean) * rstd, over the last axis.
 
-    dout [..., D], cache = (xhat [..., D], rstd [..., 1], w [D]) -> (dx [..., D], dw [D], db [D]).
-    ``record`` (the model's backward-hook recorder) is ignored here."""
-    xhat, rstd, w = cache
+    dout [..., D], cache = (xc [..., D], std [..., 1], scale [..., 1], xhat [..., D], w [D]) (the reference
+    op's, minigpt/nn/ops.py) -> (dx [..., D], dw [D], db [D]).  ``record`` (the model's backward-hook
+    recorder) is ignored here, and so is a hook replacing the scale (then scale != std)."""
+    xc, std, scale, xhat, w = cache
+    rstd = 1.0 / scale  # [..., 1]
     D = xhat.shape[-1]
     db = dout.reshape(-1, D).sum(0)  # out = xhat * w + b  -> db = sum over rows of dout
     dw = (dout * xhat).reshape(-1, D).sum(0)  # -> dw = sum over rows of dout * xhat
