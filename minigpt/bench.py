@@ -46,7 +46,6 @@ BLOCK = 3  # steps per framework per round, back to back; the first of each bloc
 # ----------------------------------------------------------------------------- the two models
 def build_minigpt(config: str, seed: int = 0):
     """(model, optimizer, task) for a named configuration."""
-
     spec = presets.get_preset("paper")
     spec["model"].update(CONFIGS[config]["model"])
     mcfg, tcfg, task = presets.build(spec)
@@ -175,7 +174,6 @@ def matmul_peak_gflops(n=1024, repeats=5) -> float:
 
 def _helpers_cpu() -> float:
     """CPU seconds used so far by minigpt's shard helper processes (``minigpt.fast.shardpool``), from /proc."""
-
     total = 0.0
     for pid in helper_pids():
         try:

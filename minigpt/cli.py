@@ -110,7 +110,6 @@ def cmd_train(args) -> int:
 
 def _threads_arg(value):
     """``--threads``: None (not given), "auto" or a positive integer up to the usable cores."""
-
     if value is None or value == "auto":
         return value
     text = value.strip()
@@ -147,7 +146,6 @@ def _nesting(text):
 def _set_args(items):
     """Check every ``--set SECTION.FIELD=VALUE`` before it is parsed: a value too long, too deeply nested or
     with too many digits gets a one-line error naming the field (and at most 80 characters of the value)."""
-
     for item in items:
         key, _, value = item.partition("=")
         field = _cut(key.strip() or item, 60)
@@ -400,7 +398,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def check_command(argv, commands) -> None:
     """A mistyped command (``minigpt trian``) is one line with a suggestion, not argparse's list of choices."""
-
     if argv and not argv[0].startswith("-") and argv[0] not in commands:
         raise UsageError(f"invalid choice: {argv[0]!r} is not a command; {did_you_mean(None, argv[0], list(commands), kind='commands')}")
 

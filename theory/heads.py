@@ -192,7 +192,6 @@ def copy_plus_head_fit(x, beta: float, pos_bias=None, start: int = 1) -> dict:
 
 def family_table(betas=(-4.0, -1.0, -0.25, 0.25, 1.0, 4.0), length: int = 12, batch: int = 4096, seed: int = 0) -> list[dict]:
     """copy_plus_head_fit for every family in FAMILIES and every beta (one row each)."""
-
     rows = []
     for name, (pa, pb, px) in FAMILIES.items():
         x = AffineRecurrence(a=pa, b=pb, x0=px, length=length).sample(batch, np.random.default_rng(seed)).x
@@ -280,7 +279,6 @@ def head_model(kind: str, n_ctx: int, beta: float = 0.0, gamma: float = 1.0, pos
     q_t = (x_t, onehot(t)), k_j = sqrt(d_head) (beta x_j, P[:, j]), so q.k / sqrt(d_head) is the logit;
     v_j = x_j; W_O writes gamma v into dim 2; W_U reads dim 2 (+ dim 0).
     """
-
     if kind in ("copy", "previous"):
         P, beta = positional_bias(kind, n_ctx), 0.0
     elif kind == "similarity":

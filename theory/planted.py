@@ -140,7 +140,6 @@ class Circuit:
 
     def model(self, dtype="float64"):
         """The minigpt ``Transformer`` computing this circuit (weights transplanted from ``head_model``)."""
-
         T, L, H = self.n_ctx, self.n_layers, self.n_heads
         D, E = 3 + T + L * H, 1 + T
         cfg = minigpt.ModelConfig(n_layers=L, d_model=D, n_heads=H, d_head=E, d_mlp=1, n_ctx=T, attn_only=True,
@@ -272,7 +271,6 @@ def layer_bias_model(n_ctx, n_layers, d_model, seed=0, dtype="float64"):
         resid_pre l = x W_E + W_pos[t] + sum_{l' < l} c_{l'}
     exactly, and the final LayerNorm (random gain and bias) and read-out act on that.  Every other weight is
     random (seeded), so the read-out and the c_l are generic."""
-
     cfg = minigpt.ModelConfig(n_layers=n_layers, d_model=d_model, n_heads=2, d_head=d_model // 2, d_mlp=1, n_ctx=n_ctx, attn_only=True,
                               normalization_type="LN", dtype=dtype)
     m = minigpt.Transformer(cfg, seed=seed)

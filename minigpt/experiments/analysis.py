@@ -53,14 +53,12 @@ def _r2_affine(y, x):
 
 def bayes_floor(task, T):
     """Bayes-optimal MSE by position from ``theory.bayes`` ([T])."""
-
     return np.array([bayes_mse(t, task) for t in range(T)])
 
 
 def baseline_closed_forms(task, T):
     """``{baseline: [T] expected MSE}`` from ``theory.bayes.baseline_mse``; ``None`` where no closed form
     exists (e.g. three_term / least_squares with noise at t >= 2)."""
-
     out = {}
     for name in baselines.NAMES:
         vals = []
@@ -130,7 +128,6 @@ def named_heads(res):
 def _gain(dc, out):
     """``theory.heads.fit_gain`` with an intercept: the head's direct contribution and an idealised output, both
     centred (a constant offset, e.g. from b_V through LayerNorm, is not part of the OV gain)."""
-
     dc, out = np.ravel(dc), np.ravel(out)
     return fit_gain(dc - dc.mean(), out - out.mean())
 
@@ -145,7 +142,6 @@ def null_gain(A, x, t_min=1):
     sequences: the similarity head by ``theory.heads.fit_similarity_pattern`` (positional), the null by the mean
     pattern at each (t, j) (the best beta = 0 pattern in squared error). On the second half, rows t >= t_min:
     ``null_gain = 1 - SSE(similarity fit) / SSE(null)``; ``null_counts``: null_gain >= NULL_MARGIN."""
-
     half = len(x) // 2
     fit = fit_similarity_pattern(A[:half], x[:half], positional=True)
     held, xh = A[half:, t_min:], x[half:]

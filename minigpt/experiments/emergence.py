@@ -55,7 +55,6 @@ def probe_batch(task, n, seed):
 
 def probe(model, x, y, step):
     """One probe record of ``model`` on ``(x, y)`` (see the module docstring)."""
-
     x64, y64 = np.asarray(x, np.float64), np.asarray(y, np.float64)
     with np.errstate(all="ignore"):
         s = head_scores(model, x64, y64)

@@ -165,7 +165,6 @@ def similarity_fit(scores, x, t_min=2):
 
 def head_table(model, x, y, t_min=1):
     """``{column: [L, H]}`` with current, previous, first, probe_cur, probe_prev, copy, sim_effect, sim_r2."""
-
     xv = _vec(x)
     _, cache = model.run_with_cache(x)
     L, H = model.cfg.n_layers, model.cfg.n_heads
@@ -196,7 +195,6 @@ def head_table(model, x, y, t_min=1):
 
 def ablation_table(model, x, y, t0, methods=("zero", "mean")):
     """``{method: [L, H]}`` rise of the mean MSE at t >= t0 when one head's z is ablated."""
-
     yv = _vec(y)
     base = ((_vec(model(x)) - yv) ** 2)[:, t0:].mean()
     _, c = model.run_with_cache(x, names_filter=lambda nm: nm.endswith("attn.hook_z"))
@@ -216,7 +214,6 @@ def ablation_table(model, x, y, t0, methods=("zero", "mean")):
 def residual_reading(model, x, y, t0):
     """Per accumulated residual (embeddings, after block 0, .., final): lens MSE vs target and vs x_t, probe R^2
     of x_t and of the target, all at t >= t0."""
-
     xv, yv = _vec(x), _vec(y)
     _, cache = model.run_with_cache(x)
     lens, labels = prediction_lens(model, cache, ln="recompute")

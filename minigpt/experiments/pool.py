@@ -64,7 +64,6 @@ def checkpoint_state(ckpt, mcfg, tcfg, task):
     """``"done"`` when ``ckpt`` holds a training checkpoint of exactly this run at its last step,
     ``"partial"`` when it holds this run at an earlier step (resumable), ``None`` otherwise (missing,
     unreadable, or another configuration)."""
-
     if not os.path.exists(ckpt):
         return None
     try:
@@ -84,7 +83,6 @@ def train_or_reuse(spec, run_dir, callbacks=(), resume_partial=True):
     Returns ``(state, start_step)``: state is ``"reused"``, ``"resumed"`` or ``"trained"``; start_step
     is the step training started from (the checkpoint's step when resuming, 0 when training afresh,
     the final step when reused)."""
-
     mcfg, tcfg, task = presets.build(spec)
     ckpt = os.path.join(run_dir, "checkpoint.npz")
     state = checkpoint_state(ckpt, mcfg, tcfg, task)

@@ -266,7 +266,6 @@ def _band(r, name):
 def mse_figures(name, results, fig_dir):
     """Per-seed and summary figures of the MSE by position against theory, from the JSON results alone.
     Returns ``(summary_path or None, {seed: path})``."""
-
     closed = results[0].get("baseline_closed")
     floor = results[0].get("bayes_by_pos")
     if closed is None and floor is None:
@@ -295,7 +294,6 @@ SWEEP_KEY = ("copy_l0", "claim_copy", "claim_copy_resid", "claim_ns_logit", "cla
 
 def _shares_from_json(js):
     """``{setting: {column: "k/n [low, high]"}}`` from the sweep's table ``sweep.json``."""
-
     return {st: {c: f"{sh[c]['k']}/{sh[c]['n']} [{sh[c]['low']:.2f}, {sh[c]['high']:.2f}]" for c in SWEEP_KEY}
             for st, sh in mechanism_shares(load_table(js)).items()}
 
@@ -319,7 +317,6 @@ def sweep_section(out_dir, report_root, runs_dir):
     """Lines linking ``report_root/sweep.md`` with its headline table (share of seeds showing each mechanism, 95%
     Wilson interval).  The table reads ``runs_dir/sweep/sweep.json`` if present, else ``sweep.md``; both give the
     same text for the same numbers, so the report does not change with where the numbers were read from."""
-
     md = os.path.join(report_root, "sweep.md")
     js = os.path.join(runs_dir, "sweep", "sweep.json")
     lines = ["## Across many seeds: the sweep", ""]

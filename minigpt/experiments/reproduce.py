@@ -99,7 +99,6 @@ def run_job(job):
 
 def _bar(total, desc, unit, quiet, initial=0):
     """A tqdm bar on stderr with the time left (none with ``quiet``)."""
-
     return tqdm(total=total, initial=initial, desc=desc, unit=unit, dynamic_ncols=True, disable=True if quiet else None,
                 bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]")
 
@@ -107,7 +106,6 @@ def _bar(total, desc, unit, quiet, initial=0):
 def _run_pool(jobs, workers, log, quiet=False):
     """Run the jobs with two progress bars: training steps over all runs (from the workers' evaluations) and runs
     finished (trained and analysed)."""
-
     train_jobs = [j for j in jobs if j.get("spec") is not None]
     total_steps = sum(j["spec"]["train"]["steps"] for j in train_jobs)
     steps_bar = _bar(total_steps, "train (all runs)", "step", quiet or not total_steps)
@@ -171,7 +169,6 @@ def main(args) -> int:
 
 def _logger(args):
     """Print a progress line (through tqdm, so open bars are redrawn below it), unless ``--quiet``."""
-
     return (lambda m: None) if getattr(args, "quiet", False) else (lambda m: tqdm.write(m))
 
 
@@ -255,7 +252,6 @@ def run_full(args) -> int:
 def _story_model(args, out, log):
     """The model of the story: the checkpoint given (``--from-checkpoint``), or one ``paper`` seed trained here with a
     progress bar (reused if ``<out>/train`` already holds that finished run).  Returns (model, task, meta, source)."""
-
     if args.from_checkpoint:
         path = args.from_checkpoint
         shipped = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), STORY_CHECKPOINT)
@@ -289,7 +285,6 @@ def _story_model(args, out, log):
 
 def run_story(args) -> int:
     """Train (or load) one model, measure the story, print it, write STORY.md and its figures."""
-
     out = args.out
     log = _logger(args)
     quiet = getattr(args, "quiet", False)
@@ -341,7 +336,6 @@ def rerender(runs="runs", out="report", settings=None, command=None):
     """Rewrite ``out/REPORT.md`` from saved analyses (no training, no analysis).  Fields added to the analysis after
     the runs were made (idealised-head fits, closed-form baselines, bootstrap bands) are left out of the report with
     a note when absent.  Returns the report's path."""
-
     groups = load_analyses(runs, settings)
     if not groups:
         raise ValueError(f"no analysis.json under {runs}/<setting>/seed*/")

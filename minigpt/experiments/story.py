@@ -278,7 +278,6 @@ N_FIGURES = 5  # figures drawn by ``render``
 def render(s, out_dir, title="", progress=None):
     """Draw the story's ``N_FIGURES`` figures into ``out_dir/figures`` and write ``out_dir/STORY.md``; returns
     ``{name: path}`` (``"markdown"``: STORY.md).  ``progress(name)`` is called after each figure."""
-
     tick = progress or (lambda name: None)
     fig_dir = os.path.join(out_dir, "figures")
     p = lambda name: os.path.join(fig_dir, name + ".png")  # noqa: E731

@@ -109,7 +109,6 @@ def make_jobs(presets_=("paper",), override_sets=([],), seeds=1, out=SWEEP_DIR, 
     """The jobs of a sweep: every preset x override set x seed.  ``common`` overrides apply to every run;
     ``steps`` is ``train.steps``; ``every`` is the emergence interval K (sets ``train.eval_every``; default
     ``steps // 20``).  Every field is validated here (ValueError) before anything runs."""
-
     if seeds < 1:
         raise ValueError(f"--seeds must be at least 1, got {seeds}")
     if first_seed < 0:
@@ -210,7 +209,6 @@ def run_job_safe(job):
     """``run_job`` that reports an exception as ``{"error": ...}`` instead of raising (one bad run does not
     stop the sweep; it is retried the next time the sweep runs).  Ctrl-C / SIGTERM still stop the sweep:
     ``TrainingInterrupted`` (the checkpoint is saved, so the rerun resumes) is raised, not reported."""
-
     try:
         return run_job(job)
     except TrainingInterrupted:
@@ -296,7 +294,6 @@ def run_sweep(jobs, out=SWEEP_DIR, workers=None, dask=None, log=print):
 
     One sweep per folder: the sweep holds ``out``'s lock (``checkpoint.FolderLock``) while it runs; a second
     sweep into the same folder is refused at once (ValueError naming the holder's process id)."""
-
     os.makedirs(out, exist_ok=True)
     try:
         lock = FolderLock(out)
@@ -341,7 +338,6 @@ def _run_sweep_locked(jobs, out, workers, dask, log):
 
 def write_table(rows, out):
     """``sweep.json`` (a list of rows) and ``sweep.csv`` (columns: the union, in first-seen order) in ``out``."""
-
     write_json(os.path.join(out, "sweep.json"), rows)
     cols = list(dict.fromkeys(k for r in rows for k in r))
     buf = io.StringIO(newline="")
@@ -415,7 +411,6 @@ def write_report(table, out_dir, runs_dir=None, command=None):
     """Write ``out_dir/sweep.md`` (and its figures in ``out_dir/figures``) from a sweep table: a list of rows,
     or the path of ``sweep.json`` / ``sweep.csv`` / the sweep folder.  ``runs_dir`` (default: the folder of
     that path) holds the run folders with their ``emergence.json``.  Returns the path of ``sweep.md``."""
-
     if isinstance(table, (str, os.PathLike)):
         path = os.fspath(table)
         runs_dir = runs_dir or (path if os.path.isdir(path) else os.path.dirname(path))

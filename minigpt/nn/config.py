@@ -169,7 +169,6 @@ class TrainConfig:
 def did_you_mean(section: str | None, name: object, known: Sequence[str], kind: str = "fields") -> str:
     """``"did you mean model.d_model?"`` for a near miss, else the list of known fields (``"model fields:
     ..."``).  ``section=None`` drops the prefix: ``"did you mean train?"``, else ``"commands: ..."``."""
-
     prefix = f"{section}." if section else ""
     close = difflib.get_close_matches(str(name), known, n=1)
     if close:

@@ -73,20 +73,15 @@ def parse_value(text: str):
 
 def _data_fields() -> set:
     """Every field a data section may hold: those of each task in ``data.TASKS`` plus ``task`` (the
-    chosen task then checks its own), or the affine task's when there is no task registry."""
-
-    tasks = getattr(data, "TASKS", None)
-    if not tasks:
-        return {f for f, v in data.AffineRecurrence.__dataclass_fields__.items() if v.init}
+    chosen task then checks its own)."""
     out = {"task"}
-    for cls in tasks.values():
+    for cls in data.TASKS.values():
         out |= {f for f, v in cls.__dataclass_fields__.items() if v.init}
     return out
 
 
 def apply_overrides(spec: dict, overrides) -> dict:
     """Apply ``section.field=value`` strings to a preset spec; unknown sections or fields raise ValueError."""
-
     if isinstance(overrides, str):
         raise ValueError("overrides must be a list of section.field=value strings, not one string")
     fields = {
@@ -152,14 +147,12 @@ def check_overflow(task, mcfg) -> None:
 
 
 def build_task(data_spec):
-    """A task from the ``data`` section of a spec (``data.make_task`` when the task registry exists,
-    else an ``AffineRecurrence``); ValueError for unknown or bad fields."""
-
+    """A task from the ``data`` section of a spec (``data.make_task`` for a ``task`` other than affine, else an
+    ``AffineRecurrence``); ValueError for unknown or bad fields."""
     if not isinstance(data_spec, dict):
         raise ValueError(f"the data section must be a mapping of field -> value, got {type(data_spec).__name__}")
-    make_task = getattr(data, "make_task", None)
-    if make_task is not None and data_spec.get("task", "affine") != "affine":
-        return make_task(data_spec)
+    if data_spec.get("task", "affine") != "affine":
+        return data.make_task(data_spec)
     data_spec = {k: v for k, v in data_spec.items() if k != "task"}
     known = [f for f, v in data.AffineRecurrence.__dataclass_fields__.items() if v.init]
     for k in data_spec:
@@ -176,7 +169,6 @@ def build(spec: dict):
 
     Every field is validated (ValueError naming it); the data must fit the context and must not
     overflow the model's dtype within the sequence length (``check_overflow``)."""
-
     if not isinstance(spec, dict):
         raise ValueError(f"a spec is a mapping with sections {', '.join(SECTIONS)}, got {type(spec).__name__}")
     unknown = [k for k in spec if k not in SECTIONS]

@@ -410,9 +410,6 @@ def write_json(path, obj):
     write_text_atomic(path, json.dumps(obj, indent=2))
 
 
-_write_json = write_json  # old private name
-
-
 def _write_lines(path, records):
     write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in records))
 
