@@ -58,12 +58,14 @@ MOVED = {
 class MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     """Imports an old module path (``MOVED``) as the module at its new path (the same object)."""
 
+    def __init__(self):
+        self.specs: dict = {}  # new module name -> its own spec, restored after the old name's import
+
     def find_spec(self, fullname, path=None, target=None):
         return importlib.util.spec_from_loader(fullname, self) if fullname in MOVED else None
 
     def create_module(self, spec):
         module = importlib.import_module(MOVED[spec.name])
-        self.specs = getattr(self, "specs", {})
         self.specs[module.__name__] = module.__spec__
         return module
 
