@@ -32,6 +32,7 @@ import itertools
 import json
 import math
 import os
+import re
 import shlex
 import sys
 import time
@@ -63,6 +64,7 @@ MECHANISM_COLUMNS = (
     ("v2_ns_similar", "**verdict, claim 2, similar row**: a last-layer head attends to keys similar to x_t (r_sim >= 0.3), writes against "
                       "what it reads (OV gain <= -0.2), matters (resample x2) and its selectivity matters (position-average pattern x1.5)"),
     ("v2_ns_dissimilar", "**verdict, claim 2, dissimilar row**: the same with r_sim <= -0.3"),
+    ("v2_both", "**both claims**: `v2_copy` and (`v2_ns_similar` or `v2_ns_dissimilar`) in the same run"),
     ("v2_refines", "reported: a last-layer head's output correlates >= 0.3 with the error of the estimate entering the layer, given it"),
     ("copy_l0", "old reading (not counted): a layer-0 head is a copying head (copy score >= 0.5)"),
     ("claim_copy", "claim test: the best layer-0 copy head has copy >= 0.5 and resample-ablating it at least doubles the MSE over t >= 2"),
@@ -360,6 +362,27 @@ def load_table(path):
 
 
 # ----------------------------------------------------------------------------- the report
+# columns the report derives from a row's own columns (a run's result.json keeps only what it measured)
+DERIVED = {"v2_both": lambda r: None if None in (r.get("v2_copy"), r.get("v2_ns_similar"), r.get("v2_ns_dissimilar"))
+           else bool(r["v2_copy"] and (r["v2_ns_similar"] or r["v2_ns_dissimilar"]))}
+OVERVIEW = ("v2_copy", "v2_ns_similar", "v2_ns_dissimilar", "v2_both", "copy_l0", "ns_anti_last")  # one line per setting
+
+
+def column(row, col):
+    """A mechanism column of a row: stored, or derived (``DERIVED``) from the stored ones; None when not measured."""
+    return DERIVED[col](row) if col in DERIVED else row.get(col)
+
+
+def copied_terms(rows):
+    """``{term: runs}``: which term the layer-0 heads that satisfy claim 1 copy (from ``v2_copy_heads``, e.g.
+    ``L0H0(x_t-1)``); a run with two such heads copying different terms counts once for each term."""
+    out = {}
+    for r in rows:
+        if column(r, "v2_copy"):
+            for term in sorted(set(re.findall(r"\((x_[^)]*)\)", r.get("v2_copy_heads") or ""))):
+                out[term] = out.get(term, 0) + 1
+    return out
+
 def wilson(k, n, z=1.959963984540054):
     """95% Wilson score interval ``(low, high)`` for k successes in n trials."""
     if n <= 0:
@@ -377,7 +400,7 @@ def mechanism_shares(rows):
     for setting, rs in _by_setting(rows).items():
         out[setting] = {}
         for col, _ in MECHANISM_COLUMNS:
-            flags = [bool(r[col]) for r in rs if r.get(col) not in (None, "")]  # runs analysed before a column existed do not count
+            flags = [bool(column(r, col)) for r in rs if column(r, col) not in (None, "")]  # runs analysed before a column existed do not count
             k, n = sum(flags), len(flags)
             lo, hi = wilson(k, n)
             out[setting][col] = dict(k=k, n=n, share=k / n if n else 0.0, low=lo, high=hi)
@@ -439,8 +462,9 @@ def write_report(table, out_dir, runs_dir=None, command=None):
     ]
     groups = _by_setting(rows)
     if len(groups) > 1:  # one overview line per setting
-        key = ("copy_l0", "claim_copy", "claim_copy_resid", "ns_any_last", "claim_ns_any")
+        key = OVERVIEW
         lines += ["## Overview: share of seeds [95% interval]", "",
+                  "Verdicts (definitions v2) first, then two earlier readings for comparison (not counted).", "",
                   "| setting | seeds | median MSE t>=2 | " + " | ".join(f"`{c}`" for c in key) + " |", "|---|---|---|" + "---|" * len(key)]
         for setting, rs in groups.items():
             cells = [f"{shares[setting][c]['k']}/{shares[setting][c]['n']} [{shares[setting][c]['low']:.2f}, {shares[setting][c]['high']:.2f}]" for c in key]
@@ -463,6 +487,10 @@ def write_report(table, out_dir, runs_dir=None, command=None):
             jump = _median([r.get(f"jump_{col}") for r in rs]) if f"jump_{col}" in r0 else None
             lines.append(f"| `{col}`: {desc} | {s['k']}/{s['n']} | {s['share']:.2f} | [{s['low']:.2f}, {s['high']:.2f}] | {_fmt(onset)} | {_fmt(jump)} |")
         lines.append("")
+        terms = copied_terms(rs)
+        if terms:
+            lines += ["Term copied by the heads that satisfy claim 1 (runs): "
+                      + ", ".join(f"{t} {n}" for t, n in sorted(terms.items(), key=lambda kv: -kv[1])) + ".", ""]
         recs = []
         for r in rs:
             p = os.path.join(runs_dir, r["run"], EMERGENCE) if runs_dir else None

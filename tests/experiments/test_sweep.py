@@ -190,15 +190,24 @@ def test_report_over_settings_from_rows_alone(tmp_path):
     def row(setting, seed, copy, ns):
         r = {"run": f"{setting}-x/seed{seed}", "setting": setting, "seed": seed, "train.steps": 10, "train.eval_every": 5,
              "mse_t2": 0.1 + seed, "copy_mse_t2": 1.0, "bayes_mse_t2": None}
-        r.update({c: False for c, _ in sweep.MECHANISM_COLUMNS}, copy_l0=copy, ns_any_last=ns, onset_copy_l0=5 if copy else None)
+        r.update({c: False for c, _ in sweep.MECHANISM_COLUMNS if c not in sweep.DERIVED}, copy_l0=copy, ns_any_last=ns,
+                 onset_copy_l0=5 if copy else None, v2_copy=copy, v2_copy_heads=f"L0H{seed}(x_t-{1 + seed % 2})" if copy else "",
+                 v2_ns_similar=ns and seed % 2 == 0, v2_ns_dissimilar=ns and seed == 1)
         return r
 
     rows = [row("a", s, copy=s < 3, ns=True) for s in range(4)] + [row("b", s, copy=False, ns=s == 0) for s in range(5)]
     shares = sweep.mechanism_shares(rows)
     assert shares["a"]["copy_l0"]["k"] == 3 and shares["b"]["ns_any_last"]["k"] == 1 and shares["b"]["copy_l0"]["n"] == 5
+    # both claims in one run: copy (seeds 0-2) and a similar (0, 2) or dissimilar (1) negative head -> seeds 0, 1, 2 of "a"
+    assert shares["a"]["v2_both"]["k"] == 3 and shares["b"]["v2_both"]["k"] == 0 and shares["b"]["v2_both"]["n"] == 5
+    assert sweep.column(dict(rows[0], v2_ns_dissimilar=None), "v2_both") is None  # not measured: not counted
+    assert sweep.copied_terms(rows[:4]) == {"x_t-1": 2, "x_t-2": 1}
     text = open(sweep.write_report(rows, str(tmp_path))).read()
     lo, hi = sweep.wilson(3, 4)
-    assert "## Overview" in text and f"| `a` | 4 | 1.6 | 3/4 [{lo:.2f}, {hi:.2f}]" in text
+    # overview: v2_copy 3/4, v2_ns_similar 2/4, v2_ns_dissimilar 1/4, v2_both 3/4 for setting a
+    lo2, hi2 = sweep.wilson(2, 4)
+    assert "## Overview" in text and f"| `a` | 4 | 1.6 | 3/4 [{lo:.2f}, {hi:.2f}] | 2/4 [{lo2:.2f}, {hi2:.2f}] |" in text
+    assert "Term copied by the heads that satisfy claim 1 (runs): x_t-1 2, x_t-2 1." in text
     assert "## Setting `b`" in text and "(no emergence records found for this setting)" in text
     with pytest.raises(ValueError):
         sweep.write_report([], str(tmp_path))
