@@ -7,7 +7,7 @@ import numpy as np
 
 from ..interp import plots
 from .analysis import CLAIM_RATIO, TABLE_HEADER, table_rows
-from .sweep import MECHANISM_COLUMNS, load_table, mechanism_shares
+from .sweep import MECHANISM_COLUMNS, copied_terms, load_results, load_table, mechanism_shares, wilson
 
 READINGS = {
     "logit": "logit reading: attention logits fall with x_t*x_j similarity (sim effect <= -0.25 nats, partial R^2 >= 0.1)",
@@ -345,6 +345,94 @@ def sweep_section(out_dir, report_root, runs_dir):
     return lines
 
 
+V2_SWEEPS = ("sweep_v2", "sweep_v2_alt")  # under the report root: <name>/results/<setting>/seed<s>/result.json
+V2_KEY = (("v2_copy", "claim 1: copying in layer 0"), ("v2_ns_similar", "claim 2, similar row"),
+          ("v2_ns_dissimilar", "claim 2, dissimilar row"), ("v2_both", "both claims in one run"))
+
+
+def verdict_word(k, n):
+    """The words for a share of seeds, from its 95% Wilson interval (docs/interp.md, "Verdicts over seeds"): most seeds
+    when the interval lies above 1/2, a minority when it lies below 1/2 (rarely: below 0.2), about half otherwise."""
+    if n == 0:
+        return "not measured"
+    lo, hi = wilson(k, n)
+    if lo > 0.5:
+        return "holds in most seeds"
+    if hi < 0.2:
+        return "rarely holds"
+    if hi < 0.5:
+        return "holds in a minority of seeds"
+    return "holds in about half of the seeds"
+
+
+def _md_section(path, heading):
+    """The lines of one ``## heading`` section of a markdown file (without the heading), or None."""
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        text = f.read().splitlines()
+    if f"## {heading}" not in text:
+        return None
+    i = text.index(f"## {heading}") + 1
+    j = next((k for k in range(i, len(text)) if text[k].startswith("## ")), len(text))
+    while i < j and not text[i].strip():
+        i += 1
+    while j > i and not text[j - 1].strip():
+        j -= 1
+    return text[i:j]
+
+
+def verdict_section(out_dir, report_root):
+    """The verdict of each claim under definitions v2: share of seeds [95% Wilson interval] per setting, from the
+    committed sweep results (``report_root/sweep_v2*/results``), the circuit figure of the story, and what the
+    last-layer heads compute beside the theory (the tables of ``report_root/refinement.md``)."""
+    rows = []
+    for name in V2_SWEEPS:
+        rows += load_results(os.path.join(report_root, name, "results"))
+    rows = [r for r in rows if r.get("v2_copy") is not None]
+    lines = ["## The verdict (definitions v2)", ""]
+    docs = _rel(os.path.join(os.path.dirname(os.path.abspath(report_root)), "docs", "interp.md"), os.path.abspath(out_dir))
+    if not rows:
+        return lines + ["No definitions-v2 sweep results yet (`minigpt sweep --preset paper --seeds 100 --out runs/sweep_v2 "
+                        "--report report/sweep_v2`, then commit `report/sweep_v2/results`; docs/sweeps.md).", ""]
+    shares = mechanism_shares(rows)
+    lines += [f"Each claim under [definitions v2]({docs}#definitions-v2-issue-14-fixed-before-any-run-under-them), fixed before the runs "
+              "that use them: the share of seeds for which it holds, with its 95% Wilson interval (the words name the interval: "
+              "most seeds when it lies above 1/2, a minority below 1/2, rarely below 0.2, about half otherwise). Each seed trains "
+              "the full preset (2000 steps for `paper`) with its own initialisation and data; the per-seed results are in "
+              + ", ".join(f"[`{n}`]({_rel(os.path.join(report_root, n, 'sweep.md'), out_dir)})" for n in V2_SWEEPS
+                          if os.path.exists(os.path.join(report_root, n, "sweep.md"))) + ".", ""]
+    header = ["setting", "seeds"] + [d for _, d in V2_KEY] + ["term copied (runs)", "earlier readings, not counted: copying head / anti-copy"]
+    body = []
+    for setting, sh in shares.items():
+        rs = [r for r in rows if r["setting"] == setting]
+        cell = lambda c: f"**{verdict_word(sh[c]['k'], sh[c]['n'])}**: {sh[c]['k']}/{sh[c]['n']} [{sh[c]['low']:.2f}, {sh[c]['high']:.2f}]"  # noqa: E731
+        terms = ", ".join(f"{t} {n}" for t, n in sorted(copied_terms(rs).items(), key=lambda kv: -kv[1])) or "-"
+        old = f"{sh['copy_l0']['k']}/{sh['copy_l0']['n']} / {sh['ns_anti_last']['k']}/{sh['ns_anti_last']['n']}"
+        body.append([f"`{setting}`", str(len(rs))] + [cell(c) for c, _ in V2_KEY] + [terms, old])
+    lines += [_table(header, body), ""]
+    lines += ["The earlier readings stay visible and are not counted: the residual reading of claim 1 fails whenever the "
+              "copying head exists, and the anti-copy reading of claim 2 holds for nearly every last-layer head whatever it "
+              f"attends to ([docs/interp.md]({docs}#definitions-v2-issue-14-fixed-before-any-run-under-them) says why). The "
+              "per-setting sections below (5 seeds of `paper` at 1200 steps, 2 of each alternative) use those readings.", ""]
+    story_dir = os.path.join(report_root, "figures", "story")
+    fig = os.path.join(story_dir, "figures", "circuit.png")
+    if os.path.exists(fig):
+        lines += ["### The circuit, with path patching", "",
+                  f"![the circuit of paper seed 0 with measured path effects]({_rel(fig, out_dir)})", "",
+                  f"Paper seed 0 (the shipped checkpoint); every number on an edge is measured, the method and the rest of the "
+                  f"story in [`STORY.md`]({_rel(os.path.join(story_dir, 'STORY.md'), out_dir)}).", ""]
+    ref = os.path.join(report_root, "refinement.md")
+    heads, theory = _md_section(ref, "The trained last-layer heads"), _md_section(ref, "The best single head in theory (same prior, exact quadrature)")
+    reading = _md_section(ref, "Reading")
+    if heads and theory:
+        lines += ["### What the last-layer heads compute, beside the theory", "",
+                  f"From [`refinement.md`]({_rel(ref, out_dir)}) (paper seed 0). The trained heads:", ""]
+        lines += heads + ["", "The best single similarity head in theory on the same prior:", ""] + theory + [""]
+        lines += (reading + [""]) if reading else []
+    return lines
+
+
 def write_report(out_dir, groups, meta):
     os.makedirs(out_dir, exist_ok=True)
 
@@ -371,8 +459,9 @@ def write_report(out_dir, groups, meta):
         more.append(f"[Beyond the paper: vector recurrences and polynomial sequences]({_rel(ext, out_dir)})")
     if more:
         lines += ["See also: " + "; ".join(more) + ".", ""]
-    # summary of verdicts across settings
-    lines += ["## Verdicts by setting", ""]
+    lines += verdict_section(out_dir, report_root)
+    # summary of the earlier readings across settings
+    lines += ["## Earlier readings by setting (not the verdict)", ""]
     srows = []
     for name, results in groups.items():
         v = verdicts(results)

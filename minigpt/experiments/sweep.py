@@ -351,6 +351,20 @@ def write_table(rows, out):
     return os.path.join(out, "sweep.csv"), os.path.join(out, "sweep.json")
 
 
+def load_results(folder):
+    """The rows of the finished runs kept as ``folder/<setting>/seed<s>/result.json`` (how a sweep's results are
+    committed: ``report/sweep_v2/results``), by setting folder then seed; ``[]`` when there are none."""
+    rows = []
+    for sdir in sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d))) if os.path.isdir(folder) else []:
+        seeds = [d for d in os.listdir(os.path.join(folder, sdir)) if d.startswith("seed") and d[4:].isdigit()]
+        for d in sorted(seeds, key=lambda d: int(d[4:])):
+            path = os.path.join(folder, sdir, d, RESULT)
+            if os.path.exists(path):
+                with open(path) as f:
+                    rows.append(json.load(f)["row"])
+    return rows
+
+
 def load_table(path):
     """Rows from ``sweep.json`` (or from the ``sweep.json`` next to a ``sweep.csv``, or in a sweep folder)."""
     if os.path.isdir(path):

@@ -1,6 +1,7 @@
 """minigpt.experiments.report: the verdict wording counts the seeds where each claim holds, and the sweep section
 reads the same table from the sweep's JSON or from its markdown, or says why it has none (whole reports:
 tests/experiments/test_reproduce.py)."""
+import json
 import os
 
 from minigpt.experiments import report, sweep
@@ -55,3 +56,49 @@ def test_the_sweep_section_without_a_readable_table(tmp_path):
     (tmp_path / "runs" / "sweep" / "sweep.json").write_text("[{")  # half written
     lines = report.sweep_section(str(tmp_path), str(tmp_path), str(tmp_path / "runs"))
     assert any(line.startswith("(could not read the sweep's table: JSONDecodeError") for line in lines)
+
+
+def _result(folder, setting, seed, copy, similar, dissimilar, term="x_t-1"):
+    row = {"run": f"{setting}/seed{seed}", "setting": setting.split("-")[0], "seed": seed, "v2_copy": copy,
+           "v2_copy_heads": f"L0H0({term})" if copy else "", "v2_ns_similar": similar, "v2_ns_dissimilar": dissimilar,
+           "v2_refines": False, "copy_l0": copy, "ns_anti_last": True}
+    path = os.path.join(folder, setting, f"seed{seed}")
+    os.makedirs(path, exist_ok=True)
+    with open(os.path.join(path, "result.json"), "w") as f:
+        json.dump({"row": row}, f)
+
+
+def test_load_results_orders_seeds_numerically_and_skips_unfinished(tmp_path):
+    for s in (10, 2, 0):
+        _result(str(tmp_path), "paper-abc", s, True, False, False)
+    os.makedirs(tmp_path / "paper-abc" / "seed11")  # a run without its result.json: not finished, not a row
+    assert [r["seed"] for r in sweep.load_results(str(tmp_path))] == [0, 2, 10]
+    assert sweep.load_results(str(tmp_path / "nothing")) == []
+
+
+def test_verdict_words_name_the_wilson_interval():
+    assert report.verdict_word(50, 62) == "holds in most seeds"  # [0.69, 0.89] lies above 1/2
+    assert report.verdict_word(27, 62) == "holds in about half of the seeds"  # [0.32, 0.56] straddles 1/2
+    assert report.verdict_word(12, 62) == "holds in a minority of seeds"  # [0.11, 0.31]
+    assert report.verdict_word(2, 62) == "rarely holds"  # [0.01, 0.11]
+    assert report.verdict_word(5, 5) == "holds in most seeds" and report.verdict_word(4, 5) == "holds in about half of the seeds"
+    assert report.verdict_word(0, 0) == "not measured"
+
+
+def test_the_verdict_section_counts_the_committed_results(tmp_path):
+    root, out = tmp_path / "report", tmp_path / "report"
+    assert "No definitions-v2 sweep results yet" in "\n".join(report.verdict_section(str(out), str(root)))
+    paper, alt = str(root / "sweep_v2" / "results"), str(root / "sweep_v2_alt" / "results")
+    # paper: 8 seeds; copy in 0-6 (seed 6 copies x_t-2), similar in 0-2, dissimilar in 3 and 7 -> both in 0-3
+    for s in range(8):
+        _result(paper, "paper-abc", s, s < 7, s < 3, s in (3, 7), term="x_t-2" if s == 6 else "x_t-1")
+    _result(alt, "paper-def", 0, True, True, False, term="x_t")  # copies x_t: not counted among paper's terms
+    alt_row = json.load(open(os.path.join(alt, "paper-def", "seed0", "result.json")))
+    alt_row["row"]["setting"] = "paper model.attn_only=true"
+    json.dump(alt_row, open(os.path.join(alt, "paper-def", "seed0", "result.json"), "w"))
+    text = "\n".join(report.verdict_section(str(out), str(root)))
+    lo, hi = sweep.wilson(7, 8)
+    assert f"| `paper` | 8 | **{report.verdict_word(7, 8)}**: 7/8 [{lo:.2f}, {hi:.2f}] |" in text
+    lo, hi = sweep.wilson(4, 8)
+    assert f"**{report.verdict_word(4, 8)}**: 4/8 [{lo:.2f}, {hi:.2f}] | x_t-1 6, x_t-2 1 |" in text  # both claims; terms
+    assert "| `paper model.attn_only=true` | 1 |" in text
