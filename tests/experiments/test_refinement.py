@@ -33,3 +33,6 @@ def test_trained_side_reads_the_planted_last_layer():
     text = render("planted", res, [dict(estimate="linear", kind="product", beta=0.0, lam=0.0, gamma=0.0, mse_estimate=0.02, mse_refined=0.01,
                                         gain=0.5, mse_positional=0.015)], "cmd")
     assert "| L2H1 | 1.5 |" in text and "L2H1" in text.split("## Reading")[1]
+    # hand-built vs trained: the theory head's own ablation ratio (0.02 / 0.01) beside the range of the measured ratios
+    lo, hi = min(h["resample_ratio"] for h in res["heads"]), max(h["resample_ratio"] for h in res["heads"])
+    assert f"multiplies the MSE by 2; resample-ablating the trained last-layer heads multiplies the model's MSE by {lo:.3g} to {hi:.3g}" in text
