@@ -27,6 +27,7 @@ import glob
 import json
 import multiprocessing as mp
 import os
+import shutil
 import sys
 import textwrap
 import threading
@@ -332,6 +333,24 @@ def load_analyses(runs="runs", settings=None):
     return groups
 
 
+def adopt_figures(groups, fig_dir):
+    """Point every analysis's per-seed figures into ``fig_dir``: a figure written elsewhere (the analyses were made
+    with another ``--out``) is copied there under its own name, so the re-rendered report never links outside its
+    folder.  A figure that no longer exists is dropped from the analysis (the report lists only what it can show)."""
+    os.makedirs(fig_dir, exist_ok=True)
+    for results in groups.values():
+        for r in results:
+            figs = {}
+            for key, path in (r.get("figures") or {}).items():
+                dest = os.path.join(fig_dir, os.path.basename(path))
+                if os.path.exists(path) and os.path.abspath(path) != os.path.abspath(dest):
+                    shutil.copyfile(path, dest)
+                if os.path.exists(dest):
+                    figs[key] = dest
+            if "figures" in r:
+                r["figures"] = figs
+
+
 def rerender(runs="runs", out="report", settings=None, command=None):
     """Rewrite ``out/REPORT.md`` from saved analyses (no training, no analysis).  Fields added to the analysis after
     the runs were made (idealised-head fits, closed-form baselines, bootstrap bands) are left out of the report with
@@ -339,6 +358,7 @@ def rerender(runs="runs", out="report", settings=None, command=None):
     groups = load_analyses(runs, settings)
     if not groups:
         raise ValueError(f"no analysis.json under {runs}/<setting>/seed*/")
+    adopt_figures(groups, os.path.join(out, "figures"))
     steps = next(iter(groups.values()))[0].get("step")
     meta = dict(mode="full", command=command or f"minigpt reproduce --full (re-rendered from {runs}/*/seed*/analysis.json)", steps=steps,
                 alternatives={k: v[0] for k, v in ALTERNATIVES.items()}, report_root=out, runs=runs)
