@@ -44,10 +44,11 @@ def test_local_table(local):
         want["v2_" + row_name] = any(sign * n["r_sim"] >= 0.3 and n["ov_gain"] <= -0.2 and n["resample_ratio"] >= 2 and n["selective_ratio"] >= 1.5
                                      for n in v2["negsim_rows"])
     want["v2_refines"] = any(n["pcorr_error"] >= 0.3 for n in v2["negsim_rows"])
+    want["v2_both"] = want["v2_copy"] and (want["v2_ns_similar"] or want["v2_ns_dissimilar"])  # derived by the report
     assert [n["head"] for n in v2["negsim_rows"]] == [f"L{L - 1}H{h}" for h in range(res["n_heads"])]
     assert {col for col, _ in sweep.MECHANISM_COLUMNS} == set(want)
     for col in want:
-        assert r[col] is want[col], col
+        assert sweep.column(r, col) is want[col], col
     # and the claim itself from the raw numbers (docs/interp.md): copy score >= 0.5 and resample ratio >= 2 over t >= 2
     h0 = int(claims["copy"]["best_head"][3:])
     ratio = res["ablation"]["resample"]["ratio_t2"][0][h0]
