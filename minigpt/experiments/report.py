@@ -7,7 +7,7 @@ import numpy as np
 
 from ..interp import plots
 from .analysis import CLAIM_RATIO, TABLE_HEADER, table_rows
-from .sweep import MECHANISM_COLUMNS, copied_terms, load_results, load_table, mechanism_shares, wilson
+from .sweep import MECHANISM_COLUMNS, copied_terms_text, load_results, load_table, mechanism_shares, wilson
 
 READINGS = {
     "logit": "logit reading: attention logits fall with x_t*x_j similarity (sim effect <= -0.25 nats, partial R^2 >= 0.1)",
@@ -365,21 +365,25 @@ def verdict_word(k, n):
     return "holds in about half of the seeds"
 
 
-def _md_section(path, heading):
-    """The lines of one ``## heading`` section of a markdown file (without the heading), or None."""
+def _md_sections(path):
+    """``{heading: lines}`` of every ``## heading`` section of a markdown file, blank lines at either end dropped
+    (``{}`` when the file does not exist)."""
     if not os.path.exists(path):
-        return None
+        return {}
+    out, heading = {}, None
     with open(path) as f:
-        text = f.read().splitlines()
-    if f"## {heading}" not in text:
-        return None
-    i = text.index(f"## {heading}") + 1
-    j = next((k for k in range(i, len(text)) if text[k].startswith("## ")), len(text))
-    while i < j and not text[i].strip():
-        i += 1
-    while j > i and not text[j - 1].strip():
-        j -= 1
-    return text[i:j]
+        for line in f.read().splitlines():
+            if line.startswith("## "):
+                heading = line[3:]
+                out[heading] = []
+            elif heading is not None:
+                out[heading].append(line)
+    for lines in out.values():
+        while lines and not lines[0].strip():
+            lines.pop(0)
+        while lines and not lines[-1].strip():
+            lines.pop()
+    return out
 
 
 def verdict_section(out_dir, report_root):
@@ -407,7 +411,7 @@ def verdict_section(out_dir, report_root):
     for setting, sh in shares.items():
         rs = [r for r in rows if r["setting"] == setting]
         cell = lambda c: f"**{verdict_word(sh[c]['k'], sh[c]['n'])}**: {sh[c]['k']}/{sh[c]['n']} [{sh[c]['low']:.2f}, {sh[c]['high']:.2f}]"  # noqa: E731
-        terms = ", ".join(f"{t} {n}" for t, n in sorted(copied_terms(rs).items(), key=lambda kv: -kv[1])) or "-"
+        terms = copied_terms_text(rs) or "-"
         old = f"{sh['copy_l0']['k']}/{sh['copy_l0']['n']} / {sh['ns_anti_last']['k']}/{sh['ns_anti_last']['n']}"
         body.append([f"`{setting}`", str(len(rs))] + [cell(c) for c, _ in V2_KEY] + [terms, old])
     lines += [_table(header, body), ""]
@@ -423,8 +427,9 @@ def verdict_section(out_dir, report_root):
                   f"Paper seed 0 (the shipped checkpoint); every number on an edge is measured, the method and the rest of the "
                   f"story in [`STORY.md`]({_rel(os.path.join(story_dir, 'STORY.md'), out_dir)}).", ""]
     ref = os.path.join(report_root, "refinement.md")
-    heads, theory = _md_section(ref, "The trained last-layer heads"), _md_section(ref, "The best single head in theory (same prior, exact quadrature)")
-    reading = _md_section(ref, "Reading")
+    sections = _md_sections(ref)
+    heads, theory = sections.get("The trained last-layer heads"), sections.get("The best single head in theory (same prior, exact quadrature)")
+    reading = sections.get("Reading")
     if heads and theory:
         lines += ["### What the last-layer heads compute, beside the theory", "",
                   f"From [`refinement.md`]({_rel(ref, out_dir)}) (paper seed 0). The trained heads:", ""]

@@ -397,6 +397,12 @@ def copied_terms(rows):
                 out[term] = out.get(term, 0) + 1
     return out
 
+
+def copied_terms_text(rows):
+    """``copied_terms`` as one line, most frequent first: ``"x_t-1 87, x_t-2 1"`` (``""`` when none)."""
+    return ", ".join(f"{t} {n}" for t, n in sorted(copied_terms(rows).items(), key=lambda kv: -kv[1]))
+
+
 def wilson(k, n, z=1.959963984540054):
     """95% Wilson score interval ``(low, high)`` for k successes in n trials."""
     if n <= 0:
@@ -414,7 +420,8 @@ def mechanism_shares(rows):
     for setting, rs in _by_setting(rows).items():
         out[setting] = {}
         for col, _ in MECHANISM_COLUMNS:
-            flags = [bool(column(r, col)) for r in rs if column(r, col) not in (None, "")]  # runs analysed before a column existed do not count
+            values = [column(r, col) for r in rs]
+            flags = [bool(v) for v in values if v not in (None, "")]  # runs analysed before a column existed do not count
             k, n = sum(flags), len(flags)
             lo, hi = wilson(k, n)
             out[setting][col] = dict(k=k, n=n, share=k / n if n else 0.0, low=lo, high=hi)
@@ -476,12 +483,11 @@ def write_report(table, out_dir, runs_dir=None, command=None):
     ]
     groups = _by_setting(rows)
     if len(groups) > 1:  # one overview line per setting
-        key = OVERVIEW
         lines += ["## Overview: share of seeds [95% interval]", "",
                   "Verdicts (definitions v2) first, then two earlier readings for comparison (not counted).", "",
-                  "| setting | seeds | median MSE t>=2 | " + " | ".join(f"`{c}`" for c in key) + " |", "|---|---|---|" + "---|" * len(key)]
+                  "| setting | seeds | median MSE t>=2 | " + " | ".join(f"`{c}`" for c in OVERVIEW) + " |", "|---|---|---|" + "---|" * len(OVERVIEW)]
         for setting, rs in groups.items():
-            cells = [f"{shares[setting][c]['k']}/{shares[setting][c]['n']} [{shares[setting][c]['low']:.2f}, {shares[setting][c]['high']:.2f}]" for c in key]
+            cells = [f"{shares[setting][c]['k']}/{shares[setting][c]['n']} [{shares[setting][c]['low']:.2f}, {shares[setting][c]['high']:.2f}]" for c in OVERVIEW]
             lines.append(f"| `{setting}` | {len(rs)} | {_fmt(_median([r['mse_t2'] for r in rs]))} | " + " | ".join(cells) + " |")
         lines.append("")
     for setting, rs in groups.items():
@@ -501,10 +507,9 @@ def write_report(table, out_dir, runs_dir=None, command=None):
             jump = _median([r.get(f"jump_{col}") for r in rs]) if f"jump_{col}" in r0 else None
             lines.append(f"| `{col}`: {desc} | {s['k']}/{s['n']} | {s['share']:.2f} | [{s['low']:.2f}, {s['high']:.2f}] | {_fmt(onset)} | {_fmt(jump)} |")
         lines.append("")
-        terms = copied_terms(rs)
+        terms = copied_terms_text(rs)
         if terms:
-            lines += ["Term copied by the heads that satisfy claim 1 (runs): "
-                      + ", ".join(f"{t} {n}" for t, n in sorted(terms.items(), key=lambda kv: -kv[1])) + ".", ""]
+            lines += [f"Term copied by the heads that satisfy claim 1 (runs): {terms}.", ""]
         recs = []
         for r in rs:
             p = os.path.join(runs_dir, r["run"], EMERGENCE) if runs_dir else None
