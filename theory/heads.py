@@ -44,19 +44,32 @@ def causal_softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(-1, keepdims=True)
 
 
-def similarity_logits(x, beta: float, pos_bias=None) -> np.ndarray:
-    """[..., T, T] logits beta x_t x_j (+ P[t, j]) for query t, key j."""
+SIMILARITIES = ("product", "distance")
+
+
+def similarity_features(x, kind: str = "product") -> np.ndarray:
+    """[..., T, T] similarity s(x_t, x_j) of query t and key j: ``product`` x_t x_j or ``distance`` -|x_t - x_j|."""
     x = np.asarray(x, dtype=float)
-    logits = beta * x[..., :, None] * x[..., None, :]
+    if kind == "product":
+        return x[..., :, None] * x[..., None, :]
+    if kind == "distance":
+        return -np.abs(x[..., :, None] - x[..., None, :])
+    raise ValueError(f"kind must be one of {SIMILARITIES}, got {kind!r}")
+
+
+def similarity_logits(x, beta: float, pos_bias=None, kind: str = "product") -> np.ndarray:
+    """[..., T, T] logits beta s(x_t, x_j) (+ P[t, j]) for query t, key j (s: ``similarity_features``)."""
+    x = np.asarray(x, dtype=float)
+    logits = beta * similarity_features(x, kind)
     if pos_bias is not None:
         T = x.shape[-1]
         logits = logits + np.asarray(pos_bias, dtype=float)[:T, :T]
     return logits
 
 
-def similarity_pattern(x, beta: float, pos_bias=None) -> np.ndarray:
+def similarity_pattern(x, beta: float, pos_bias=None, kind: str = "product") -> np.ndarray:
     """Attention pattern [..., T, T] of the similarity head."""
-    return causal_softmax(similarity_logits(x, beta, pos_bias))
+    return causal_softmax(similarity_logits(x, beta, pos_bias, kind))
 
 
 def similarity_head(x, beta: float, gamma: float = 1.0, pos_bias=None) -> np.ndarray:
@@ -201,11 +214,12 @@ def family_table(betas=(-4.0, -1.0, -0.25, 0.25, 1.0, 4.0), length: int = 12, ba
 
 
 # ----------------------------------------------------------------------------- fitting empirical heads
-def fit_similarity_pattern(pattern, x, positional: bool = True, floor: float = 1e-12) -> dict:
-    """Fit logits beta x_t x_j (+ P[t, j]) to an empirical causal pattern [batch, T, T] on inputs x [batch, T].
+def fit_similarity_pattern(pattern, x, positional: bool = True, floor: float = 1e-12, kind: str = "product") -> dict:
+    """Fit logits beta s(x_t, x_j) (+ P[t, j]) to an empirical causal pattern [batch, T, T] on inputs x [batch, T]
+    (s: ``similarity_features`` of ``kind``, x_t x_j by default).
 
     Softmax is invariant to a per-row constant, so within each row (query t) the centred log-pattern
-    log p_tj - mean_j log p_tj is regressed on the centred features (x_t x_j and, if positional, one-hot (t, j)):
+    log p_tj - mean_j log p_tj is regressed on the centred features (s(x_t, x_j) and, if positional, one-hot (t, j)):
     linear least squares, exact when the pattern is such a head. Entries with p <= ``floor`` are left out of the
     fit (censored, not clipped: clipping them to the floor would pull beta toward 0 for a head whose logits span
     more than -log(floor) nats in a row), and each row is centred over the entries it keeps. Returns beta,
@@ -224,7 +238,7 @@ def fit_similarity_pattern(pattern, x, positional: bool = True, floor: float = 1
         return np.where(keep, v - v.sum(-1, keepdims=True) / cnt, 0.0)
 
     y = centre(np.log(np.where(keep, p, 1.0)))  # [B, T, T]
-    sim = centre(x[:, :, None] * x[:, None, :])  # [B, T, T]
+    sim = centre(similarity_features(x, kind))  # [B, T, T]
     rows_t, cols_j = np.nonzero(causal & (np.arange(T)[:, None] >= 1))  # the fitted cells (t, j), t >= 1
     sel = keep[:, rows_t, cols_j].reshape(-1)  # [B * n_cells] rows of the regression that are kept
     feats = [sim[:, rows_t, cols_j].reshape(-1)]
@@ -243,7 +257,7 @@ def fit_similarity_pattern(pattern, x, positional: bool = True, floor: float = 1
     if positional:
         P[rows_t, cols_j] = coef[1:]
         P = np.where(causal, P - np.where(causal, P, 0.0).sum(-1, keepdims=True) / causal.sum(-1, keepdims=True), 0.0)
-    fitted = similarity_pattern(x, beta, P)
+    fitted = similarity_pattern(x, beta, P, kind)
     resid_logits = target - A @ coef
     sst_l = float(((target - target.mean()) ** 2).sum())
     obs = p[:, rows_t, cols_j]

@@ -23,8 +23,9 @@ import numpy as np
 from scipy import optimize
 
 from minigpt.tasks.data import AffineRecurrence
+from theory.heads import SIMILARITIES, similarity_features
 
-KINDS = ("product", "distance")
+KINDS = SIMILARITIES
 ESTIMATES = ("copy", "linear")
 BOUND = 20.0  # |beta|, |lam| <= 20 nats per unit: beyond that the softmax is one-hot and the optimum runs off to infinity
 
@@ -55,10 +56,8 @@ def sequences(a, b, x0, length: int) -> np.ndarray:
 
 def head_mix(x, beta: float, lam: float, kind: str = "product") -> np.ndarray:
     """``[N, T]``: m_t = sum_{j<=t} softmax_j(beta s(x_t, x_j) + lam (j - t)) x_j on sequences ``x [N, T]``."""
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     T = x.shape[1]
-    s = x[:, :, None] * x[:, None, :] if kind == "product" else -np.abs(x[:, :, None] - x[:, None, :])  # [N, T(t), T(j)]
+    s = similarity_features(x, kind)  # [N, T(t), T(j)]
     j = np.arange(T)
     logits = beta * s + lam * (j[None, :] - j[:, None])  # [N, T, T]
     logits = np.where(j[None, :] <= j[:, None], logits, -np.inf)  # causal: keys j <= t

@@ -11,6 +11,8 @@ Claim 2, negative similarity: a last-layer head is a *negative similarity head* 
     negative    its OV gain (slope of its direct contribution on sum_j A[t, j] x_j) is <= -0.2,
     matters     resample-ablating it at least doubles the MSE over t >= 2,
     selective   replacing its pattern by its position-average pattern multiplies the MSE over t >= 2 by >= 1.5.
+Substitution (reported, not a criterion): ``similarity_substitution``, the share of the selectivity's cost that the
+theory's similarity pattern, fitted to the head, wins back when it replaces the head's own pattern.
 Refinement (reported, not a criterion of claim 2): partial correlations of a head's direct contribution with
 the step x_{t+1} - x_t given x_t, and with the error of the estimate entering its layer given that estimate.
 
@@ -20,6 +22,8 @@ the sequences and scored on the second.
 from __future__ import annotations
 
 import numpy as np
+
+from theory.heads import fit_similarity_pattern, similarity_pattern
 
 from ..interp.ablation import head_ablation
 from ..interp.attribution import head_direct
@@ -134,17 +138,45 @@ def _mse_t(pred, y, t_min=T_MIN):
     return float((d * d).mean())
 
 
-def pattern_average_ratio(model, x, y, layer, head, t_min=T_MIN):
-    """MSE over t >= t_min with head (layer, head)'s pattern replaced by its mean over the batch at each (t, j)
-    (the head still reads this sequence's values), over the clean MSE."""
-    def fn(pattern, hook):  # pattern [B, H, T, T]
-        p = pattern.copy()
-        p[:, head] = pattern[:, head].mean(0)
+def pattern_substitution_ratio(model, x, y, layer, head, pattern, t_min=T_MIN):
+    """MSE over t >= t_min with head (layer, head)'s pattern replaced by ``pattern`` (``[T, T]`` for every sequence or
+    ``[batch, T, T]``, e.g. an idealised head's pattern on x; the head still reads this sequence's values), over the
+    clean MSE."""
+    def fn(p, hook):  # p [B, H, T, T]
+        p = p.copy()
+        p[:, head] = pattern
         return p
 
     base = _mse_t(model(x), y, t_min)
     patched = _mse_t(model.run_with_hooks(x, [(f"blocks.{layer}.attn.hook_pattern", fn)]), y, t_min)
     return patched / base if base > 0 else float("inf")
+
+
+def pattern_average_ratio(model, x, y, layer, head, t_min=T_MIN):
+    """``pattern_substitution_ratio`` with the head's own pattern averaged over the batch at each (t, j)."""
+    _, cache = model.run_with_cache(x)
+    return pattern_substitution_ratio(model, x, y, layer, head, cache["pattern", layer][:, head].mean(0), t_min)
+
+
+def similarity_substitution(model, x, y, layer, head, kind="distance", t_min=T_MIN):
+    """Does the theory's similarity head account for what this head's selectivity buys?
+
+    The head's pattern is fitted by an idealised similarity pattern softmax_j(beta s(x_t, x_j) + P[t, j])
+    (``theory.heads.fit_similarity_pattern`` of ``kind``, positional bias P) on the first half of the sequences. On the
+    second half the head's pattern is replaced by its position-average pattern (``avg_ratio``) and by the fitted
+    similarity pattern on those sequences (``sim_ratio``), each as MSE over the clean MSE at t >= t_min.
+    ``recovered`` = (avg_ratio - sim_ratio) / (avg_ratio - 1): the share of the selectivity's cost the idealised pattern
+    wins back (1: all of it, 0: no better than position alone, < 0: worse); None when the average costs nothing."""
+    half = len(x) // 2
+    _, cache = model.run_with_cache(x)
+    A = cache["pattern", layer][:, head].astype(np.float64)  # [B, T, T]
+    fit = fit_similarity_pattern(A[:half], x[:half], positional=True, kind=kind)
+    xh, yh = x[half:], y[half:]
+    avg = pattern_substitution_ratio(model, xh, yh, layer, head, A[half:].mean(0), t_min)
+    sim = pattern_substitution_ratio(model, xh, yh, layer, head, similarity_pattern(xh, fit["beta"], fit["pos_bias"], kind), t_min)
+    cost = avg - 1.0
+    return dict(kind=kind, beta=fit["beta"], avg_ratio=avg, sim_ratio=sim,
+                recovered=(avg - sim) / cost if cost > 1e-9 else None)
 
 
 def resample_ratios(model, x, y, seed=0, t_min=T_MIN):
@@ -202,7 +234,7 @@ def negsim_table(model, cache, x, y, ratios, layer, t_min=T_MIN):
         ov = float(rv @ (dc - dc.mean()) / (rv @ rv)) if rv @ rv > 0 else 0.0
         rows.append(dict(
             head=f"L{layer}H{h}", h=h, r_sim=similarity_r(cache["attn_scores", layer][:, h], x, t_min), ov_gain=ov,
-            resample_ratio=float(ratios[layer, h]), selective_ratio=pattern_average_ratio(model, x, y, layer, h, t_min),
+            resample_ratio=float(ratios[layer, h]), selective_ratio=pattern_substitution_ratio(model, x, y, layer, h, cache["pattern", layer][:, h].mean(0), t_min),
             pcorr_step=partial_corr(dc, target - xt, xt[:, None]),
             pcorr_error=partial_corr(dc[half], (target - est)[half], est[half, None]),
         ))

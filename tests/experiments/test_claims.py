@@ -8,7 +8,7 @@ import pytest
 
 from minigpt.tasks.data import AffineRecurrence
 from minigpt.experiments import claims as C
-from theory.heads import head_model, similarity_head, similarity_pattern
+from theory.heads import fit_similarity_pattern, head_model, similarity_head, similarity_pattern
 
 T = 12
 
@@ -112,6 +112,45 @@ def test_pattern_average_ratio_matches_closed_form():
     # a positional head's pattern is the same for every sequence: replacing it by its average changes nothing
     p = head_model("previous", T)
     assert C.pattern_average_ratio(p, x, noisy(p(x)), 0, 0) == pytest.approx(1.0, abs=1e-12)
+
+
+def value_only_head(beta=3.0, gamma=-0.5):
+    """A planted head that selects keys by their value alone (logits beta x_j, not a similarity to x_t): the query
+    of ``head_model`` reads the constant dimension instead of x_t."""
+    m = head_model("similarity", T, beta=beta, gamma=gamma)
+    p = dict(m.params)
+    W_Q = p["blocks.0.attn.W_Q"].copy()
+    W_Q[0, 0, 0], W_Q[0, 1, 0] = 0.0, 1.0  # q_0 = 1 instead of x_t
+    p["blocks.0.attn.W_Q"] = W_Q
+    m.params = p
+    return m
+
+
+@pytest.mark.parametrize("beta", [3.0, -3.0])
+def test_similarity_substitution_recovers_a_planted_similarity_head_only(beta):
+    x = seqs(512)
+    m = head_model("similarity", T, beta=beta, gamma=-0.5)
+    y = noisy(m(x))
+    sub = C.similarity_substitution(m, x, y, 0, 0, kind="product")
+    assert sub["beta"] == pytest.approx(beta, rel=1e-9)  # the fit finds the planted head ...
+    assert sub["avg_ratio"] > 100 and sub["sim_ratio"] == pytest.approx(1.0, abs=1e-6)  # ... and substituting it costs nothing
+    assert sub["recovered"] == pytest.approx(1.0, abs=1e-9)
+    # distance logits -|x_t - x_j| are a different similarity: they win back much of the cost, not all of it
+    dist = C.similarity_substitution(m, x, y, 0, 0, kind="distance")
+    assert np.sign(dist["beta"]) == np.sign(beta) and 0.5 < dist["recovered"] < 0.99
+    h = len(x) // 2  # the substituted pattern is the distance head fitted on the first half, scored on the second
+    fit = fit_similarity_pattern(m.run_with_cache(x)[1]["pattern", 0][:h, 0], x[:h], kind="distance")
+    want = C.pattern_substitution_ratio(m, x[h:], y[h:], 0, 0, similarity_pattern(x[h:], fit["beta"], fit["pos_bias"], "distance"))
+    assert dist["beta"] == fit["beta"] and dist["sim_ratio"] == pytest.approx(want, rel=1e-12)
+    # a head that is selective by value but not by similarity to x_t: the similarity pattern wins nothing back
+    v = value_only_head(beta)
+    yv = noisy(v(x))
+    for kind in ("product", "distance"):
+        sub = C.similarity_substitution(v, x, yv, 0, 0, kind=kind)
+        assert sub["avg_ratio"] > 100 and sub["recovered"] < 0.2, kind
+    # a positional head: its average pattern is itself, nothing to recover
+    p = head_model("previous", T)
+    assert C.similarity_substitution(p, x, noisy(p(x)), 0, 0)["recovered"] is None
 
 
 @pytest.mark.parametrize("beta,row", [(4.0, "ns_similar"), (-4.0, "ns_dissimilar"), (0.0, None)])

@@ -109,20 +109,22 @@ def test_family_table_rows():
 def test_bad_head_arguments():
     with pytest.raises(ValueError, match="kind"):
         TH.head_model("induction", 4)
+    with pytest.raises(ValueError, match="kind"):
+        TH.similarity_features(np.zeros(3), "cosine")
     with pytest.raises(ValueError, match="pos_bias"):
         TH.head_model("similarity", 4, pos_bias=np.zeros((3, 3)))
 
 
 @settings(max_examples=20)
-@given(st.integers(2, 7), st.floats(-4, 4), st.booleans(), st.integers(0, 2**31))
-def test_fit_similarity_pattern_recovers_an_idealised_head(T, beta, positional, seed):
+@given(st.integers(2, 7), st.floats(-4, 4), st.booleans(), st.integers(0, 2**31), st.sampled_from(TH.SIMILARITIES))
+def test_fit_similarity_pattern_recovers_an_idealised_head(T, beta, positional, seed, kind):
     rng = np.random.default_rng(seed)
     x = rng.uniform(-1, 1, (64, T))
     P = rng.normal(size=(T, T)) if positional else None
-    fit = TH.fit_similarity_pattern(TH.similarity_pattern(x, beta, P), x, positional=positional)
+    fit = TH.fit_similarity_pattern(TH.similarity_pattern(x, beta, P, kind), x, positional=positional, kind=kind)
     assert fit["beta"] == pytest.approx(beta, abs=1e-8)
     assert fit["r2"] == pytest.approx(1.0, abs=1e-10) and fit["r2_logits"] == pytest.approx(1.0, abs=1e-10)
-    np.testing.assert_allclose(fit["fitted"], TH.similarity_pattern(x, beta, P), atol=1e-9)
+    np.testing.assert_allclose(fit["fitted"], TH.similarity_pattern(x, beta, P, kind), atol=1e-9)
     g = TH.fit_gain(-0.6 * TH.similarity_head(x, beta, 1.0, P), TH.similarity_head(x, beta, 1.0, P))
     assert g["gamma"] == pytest.approx(-0.6) and g["r2"] == pytest.approx(1.0)
 
