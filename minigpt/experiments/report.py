@@ -433,7 +433,11 @@ def verdict_section(out_dir, report_root):
     if heads and theory:
         lines += ["### What the last-layer heads compute, beside the theory", "",
                   f"From [`refinement.md`]({_rel(ref, out_dir)}) (paper seed 0). The trained heads:", ""]
-        lines += heads + ["", "The best single similarity head in theory on the same prior:", ""] + theory + [""]
+        lines += heads + [""]
+        sub = sections.get("The theory's pattern substituted into the trained heads")
+        if sub:
+            lines += ["The theory's similarity pattern, fitted to each head and substituted for its own:", ""] + sub + [""]
+        lines += ["The best single similarity head in theory on the same prior:", ""] + theory + [""]
         lines += (reading + [""]) if reading else []
     return lines
 

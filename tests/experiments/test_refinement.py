@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from minigpt.tasks.data import AffineRecurrence
-from minigpt.experiments.refinement import render, trained_side
+from minigpt.experiments.refinement import render, substitution_reading, trained_side
 from theory import planted as PL
 
 
@@ -17,6 +17,8 @@ def test_trained_side_reads_the_planted_last_layer():
     h1 = next(h for h in res["heads"] if h["head"] == "L2H1")
     assert h1["beta"] == pytest.approx(1.5, abs=1e-6)  # the pattern is exactly a product-similarity head
     assert h1["ov_gain"] == pytest.approx(-0.4, abs=1e-9) and h1["null_counts"] and h1["null_gain"] > 0.5
+    sub = h1["substitution"]["product"]  # the fitted pattern is the planted one: substituting it loses nothing
+    assert sub["beta"] == pytest.approx(1.5, abs=1e-6) and sub["avg_ratio"] > 1.1 and sub["recovered"] == pytest.approx(1.0, abs=1e-6)
     h0 = next(h for h in res["heads"] if h["head"] == "L2H0")  # empty head: uniform pattern, no output
     assert h0["null_gain"] <= 0.0 + 1e-9 and not h0["null_counts"] and h0["resample_ratio"] == pytest.approx(1.0, abs=1e-12)
     # the estimate entering layer 2 is a linear read-out of resid_pre 2 = (x_t, 1, t, onehot(t), x_{t-1} from L0H0, 0...):
@@ -33,6 +35,19 @@ def test_trained_side_reads_the_planted_last_layer():
     text = render("planted", res, [dict(estimate="linear", kind="product", beta=0.0, lam=0.0, gamma=0.0, mse_estimate=0.02, mse_refined=0.01,
                                         gain=0.5, mse_positional=0.015)], "cmd")
     assert "| L2H1 | 1.5 |" in text and "L2H1" in text.split("## Reading")[1]
+    assert text.rstrip().endswith(substitution_reading(res["heads"]))
     # hand-built vs trained: the theory head's own ablation ratio (0.02 / 0.01) beside the range of the measured ratios
     lo, hi = min(h["resample_ratio"] for h in res["heads"]), max(h["resample_ratio"] for h in res["heads"])
     assert f"multiplies the MSE by 2; resample-ablating the trained last-layer heads multiplies the model's MSE by {lo:.3g} to {hi:.3g}" in text
+
+
+def test_substitution_reading_names_the_reproduced_heads_among_those_whose_selectivity_matters():
+    def head(name, selective, product, distance):
+        return dict(head=name, selective_ratio=selective, substitution={"product": dict(recovered=product), "distance": dict(recovered=distance)})
+
+    text = substitution_reading([head("L2H0", 3.0, 0.1, 0.7), head("L2H1", 2.0, 0.2, -0.1), head("L2H2", 1.2, 0.9, 0.9)])
+    assert "L2H0 0.7 (distance), L2H1 0.2 (product) of" in text and "It reproduces the selectivity of L2H0." in text
+    assert "L2H2" not in text  # its selectivity does not matter (x1.2 < x1.5): not read
+    text = substitution_reading([head("L2H0", 3.0, 0.1, 0.49), head("L2H1", 2.0, None, None)])
+    assert "L2H1 n/a" in text and "It reproduces none of them" in text
+    assert "tests nothing" in substitution_reading([head("L2H0", 1.4, 1.0, 1.0)])

@@ -102,3 +102,16 @@ def test_the_verdict_section_counts_the_committed_results(tmp_path):
     lo, hi = sweep.wilson(4, 8)
     assert f"**{report.verdict_word(4, 8)}**: 4/8 [{lo:.2f}, {hi:.2f}] | x_t-1 6, x_t-2 1 |" in text  # both claims; terms
     assert "| `paper model.attn_only=true` | 1 |" in text
+
+
+def test_the_verdict_section_carries_the_refinement_tables(tmp_path):
+    root = tmp_path / "report"
+    _result(str(root / "sweep_v2" / "results"), "paper-abc", 0, True, True, False)
+    (root / "refinement.md").write_text("\n".join([
+        "# What the refinement computes", "", "## The trained last-layer heads", "", "| head | beta |", "|---|---|", "| L2H0 | 0.1 |", "",
+        "## The theory's pattern substituted into the trained heads", "", "| head | recovered |", "|---|---|", "| L2H0 | 0.3 |", "",
+        "## The best single head in theory (same prior, exact quadrature)", "", "| estimate | MSE |", "|---|---|", "| copy | 0.06 |", "",
+        "## Reading", "", "It reproduces none of them.", ""]))
+    text = "\n".join(report.verdict_section(str(root), str(root)))
+    order = [text.index(s) for s in ("| L2H0 | 0.1 |", "| L2H0 | 0.3 |", "| copy | 0.06 |", "It reproduces none of them.")]
+    assert order == sorted(order)
