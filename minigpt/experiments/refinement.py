@@ -15,16 +15,21 @@ copying and on top of the best linear estimate from (x_t, x_{t-1}), with the pos
 from __future__ import annotations
 
 import argparse
+import glob
+import json
 import os
+import sys
 
 import numpy as np
 
 from theory.heads import SIMILARITIES, fit_similarity_pattern
 from theory.refinement import ESTIMATES, KINDS, refinement_fit
 
+from ..io.checkpoint import CheckpointError
 from .analysis import EVAL_SEED, null_gain
 from .claims import THRESHOLDS, claims, probe_fit, similarity_substitution
 from .extensions import load_run
+from .sweep import wilson
 
 REPRODUCES = 0.5  # the theory's pattern reproduces a head's selectivity when it wins back >= half its cost (docs/interp.md)
 
@@ -147,17 +152,103 @@ def substitution_reading(heads):
             f"back at best {each} of what the position-average pattern loses (reproduces at >= {REPRODUCES}). {verdict}.")
 
 
+# ----------------------------------------------------------------------------- over a sweep's seeds
+def run_substitution(run_dir, n=1024, t_min=2):
+    """``similarity_substitution`` (both kinds) for the last-layer heads whose selectivity matters in one sweep run
+    (``is_selective`` in its ``analysis.json``, definitions v2), on a fresh held-out batch. Cached in
+    ``run_dir/substitution.json`` (a generated file in the run folder), so an interrupted pass resumes."""
+    cache = os.path.join(run_dir, "substitution.json")
+    if os.path.exists(cache):
+        with open(cache) as f:
+            return json.load(f)
+    with open(os.path.join(run_dir, "analysis.json")) as f:
+        a = json.load(f)
+    run = load_run(run_dir)
+    model, task, last = run.model, run.task, run.model.cfg.n_layers - 1
+    b = task.sample(n, np.random.default_rng([EVAL_SEED, int(a["seed"]), 13]))
+    x, y = b.inputs.astype(np.float64), b.targets.astype(np.float64)
+    rows = []
+    for r in a["claims_v2"]["negsim_rows"]:
+        if not r["is_selective"]:
+            continue
+        sub = {k: similarity_substitution(model, x, y, last, r["h"], kind=k, t_min=t_min) for k in SIMILARITIES}
+        rows.append(dict(setting=a["setting"], seed=int(a["seed"]), head=r["head"], r_sim=r["r_sim"], ov_gain=r["ov_gain"],
+                         selective_ratio=r["selective_ratio"], ns_similar=r["ns_similar"], ns_dissimilar=r["ns_dissimilar"],
+                         **{f"{k}_{c}": sub[k][c] for k in SIMILARITIES for c in ("beta", "avg_ratio", "sim_ratio", "recovered")}))
+    with open(cache + ".tmp", "w") as f:
+        json.dump(rows, f)
+    os.replace(cache + ".tmp", cache)
+    return rows
+
+
+def best_recovered(row):
+    """The larger ``recovered`` of the two similarity kinds (None counts as not recovered)."""
+    vals = [row[f"{k}_recovered"] for k in SIMILARITIES if row[f"{k}_recovered"] is not None]
+    return max(vals) if vals else None
+
+
+def render_sweep(rows, n_runs, command):
+    """Markdown: every selective head's substitution and the shares of heads the theory's pattern reproduces."""
+    lines = ["# The theory's similarity pattern substituted into trained heads, over a sweep's seeds", "",
+             f"Command: `{command}`", "",
+             "For each run, every last-layer head whose selectivity matters (definitions v2: its position-average pattern costs "
+             f"x{THRESHOLDS['selective']} or more) gets the idealised similarity pattern of `theory.heads` fitted to it and substituted "
+             "for its own (`claims.similarity_substitution`, docs/interp.md): recovered is the share of the position-average "
+             f"pattern's extra MSE that the fitted pattern wins back; the theory reproduces the head when the better kind recovers >= {REPRODUCES}.", ""]
+    groups = [("every selective last-layer head", rows), ("negative similarity heads, similar row", [r for r in rows if r["ns_similar"]]),
+              ("negative similarity heads, dissimilar row", [r for r in rows if r["ns_dissimilar"]])]
+    summary = []
+    for name, rs in groups:
+        k = sum(1 for r in rs if (best_recovered(r) or -np.inf) >= REPRODUCES)
+        lo, hi = wilson(k, len(rs))
+        med = float(np.median([best_recovered(r) for r in rs if best_recovered(r) is not None])) if rs else float("nan")
+        summary.append([name, len(rs), f"{k}/{len(rs)} [{lo:.2f}, {hi:.2f}]", med])
+    lines += [f"{len(rows)} selective heads in {n_runs} runs.", ""]
+    lines += _table(["heads", "n", "reproduced (recovered >= %g)" % REPRODUCES, "median best recovered"], summary)
+    lines += ["", "## Per head", ""]
+    lines += _table(["setting", "seed", "head", "r_sim", "OV gain", "pattern-avg x", "NS similar", "NS dissimilar",
+                     "product beta", "product recovered", "distance beta", "distance recovered"],
+                    [[r["setting"], r["seed"], r["head"], r["r_sim"], r["ov_gain"], r["selective_ratio"], r["ns_similar"],
+                      r["ns_dissimilar"], r["product_beta"], _na(r["product_recovered"]), r["distance_beta"],
+                      _na(r["distance_recovered"])] for r in rows])
+    return "\n".join(lines) + "\n"
+
+
+def sweep_substitution(runs, log=print):
+    """``run_substitution`` over every finished run (``analysis.json`` and a checkpoint) under ``runs/<setting>/seed*/``,
+    seeds in numeric order. Returns (rows, number of runs)."""
+    dirs = sorted(glob.glob(os.path.join(runs, "*", "seed*", "analysis.json")),
+                  key=lambda p: (os.path.basename(os.path.dirname(os.path.dirname(p))), int(os.path.basename(os.path.dirname(p))[4:])))
+    rows = []
+    for i, p in enumerate(dirs):
+        rows += run_substitution(os.path.dirname(p))
+        log(f"substitution: {i + 1}/{len(dirs)} runs, {len(rows)} selective heads")
+    return rows, len(dirs)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m minigpt.experiments.refinement", description=__doc__.splitlines()[0])
     ap.add_argument("--run", default="report/checkpoints/paper_s0.npz", help="run folder or checkpoint of a scalar affine model")
     ap.add_argument("--out", default="runs/refinement.md", help="markdown file to write (default runs/refinement.md)")
     ap.add_argument("--nodes", type=int, default=16, help="Gauss-Legendre nodes per prior axis (default 16)")
+    ap.add_argument("--sweep", default=None, help="a sweep's runs folder (runs/<setting>/seed*/): substitute the theory's "
+                    "pattern into every selective last-layer head of every run instead (cached per run, resumes)")
     args = ap.parse_args(argv)
-    run = load_run(args.run)
-    model, task = run.model, run.task
-    label = os.path.basename(args.run.rstrip("/")).removesuffix(".npz")
-    text = render(label, trained_side(model, task), theory_side(task, args.nodes),
-                  f"python -m minigpt.experiments.refinement --run {args.run} --out {args.out}")
+    if args.sweep:
+        rows, n_runs = sweep_substitution(args.sweep)
+        if not n_runs:
+            print(f"error: no finished runs (analysis.json) under {args.sweep}/<setting>/seed*/", file=sys.stderr)
+            return 2
+        text = render_sweep(rows, n_runs, f"python -m minigpt.experiments.refinement --sweep {args.sweep} --out {args.out}")
+    else:
+        try:
+            run = load_run(args.run)
+        except (CheckpointError, OSError, ValueError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        label = os.path.basename(args.run.rstrip("/")).removesuffix(".npz")
+        text = render(label, trained_side(run.model, run.task), theory_side(run.task, args.nodes),
+                      f"python -m minigpt.experiments.refinement --run {args.run} --out {args.out}")
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         f.write(text)

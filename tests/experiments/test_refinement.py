@@ -1,9 +1,13 @@
 """minigpt.refinement on a planted circuit: the measured side must read back the planted last-layer heads."""
+import json
+
 import numpy as np
 import pytest
 
 from minigpt.tasks.data import AffineRecurrence
-from minigpt.experiments.refinement import render, substitution_reading, trained_side
+from minigpt.experiments.refinement import render, render_sweep, substitution_reading, sweep_substitution, trained_side
+from minigpt.experiments.sweep import wilson
+from minigpt.io.checkpoint import save_checkpoint
 from theory import planted as PL
 
 
@@ -51,3 +55,47 @@ def test_substitution_reading_names_the_reproduced_heads_among_those_whose_selec
     text = substitution_reading([head("L2H0", 3.0, 0.1, 0.49), head("L2H1", 2.0, None, None)])
     assert "L2H1 n/a" in text and "It reproduces none of them" in text
     assert "tests nothing" in substitution_reading([head("L2H0", 1.4, 1.0, 1.0)])
+
+
+def planted_sweep(tmp_path, T=9):
+    """A sweep folder with one run: the planted circuit above, its last-layer similarity head L2H1 marked selective in
+    its analysis.json (as the sweep's definitions-v2 analysis would), the empty head L2H0 not."""
+    circ = PL.Circuit([PL.previous_token(0, 0), PL.similarity(2, 1, beta=1.5, gamma=-0.4)], n_layers=3, n_heads=2, n_ctx=T,
+                      readout={"x": 1.0, "L0H0": 0.5, "L2H1": 1.0})
+    model = circ.model()
+    run = tmp_path / "planted-abc" / "seed3"
+    run.mkdir(parents=True)
+    save_checkpoint(run / "checkpoint.npz", model.params, {"model": model.cfg.to_dict(), "data": AffineRecurrence(length=T + 1).spec()})
+    row = dict(r_sim=0.9, ov_gain=-0.4, selective_ratio=1.6, ns_similar=True, ns_dissimilar=False)
+    rows = [dict(head="L2H0", h=0, is_selective=False, **row), dict(head="L2H1", h=1, is_selective=True, **row)]
+    (run / "analysis.json").write_text(json.dumps(dict(seed=3, setting="planted", claims_v2=dict(negsim_rows=rows))))
+    return run
+
+
+def test_sweep_substitution_reads_the_selective_heads_of_each_run_and_resumes(tmp_path):
+    run = planted_sweep(tmp_path)
+    rows, n = sweep_substitution(str(tmp_path), log=lambda *_: None)
+    assert n == 1 and [r["head"] for r in rows] == ["L2H1"] and rows[0]["seed"] == 3
+    assert rows[0]["product_beta"] == pytest.approx(1.5, abs=1e-6) and rows[0]["product_recovered"] == pytest.approx(1.0, abs=1e-6)
+    cached = json.loads((run / "substitution.json").read_text())
+    cached[0]["product_recovered"] = 0.25  # a second pass reads the cache instead of recomputing
+    (run / "substitution.json").write_text(json.dumps(cached))
+    rows2, _ = sweep_substitution(str(tmp_path), log=lambda *_: None)
+    assert rows2[0]["product_recovered"] == 0.25
+    text = render_sweep(rows, n, "cmd")
+    assert "| every selective last-layer head | 1 | 1/1 [0.21, 1.00] |" in text
+    assert "| negative similarity heads, dissimilar row | 0 | 0/0 [0.00, 1.00] |" in text
+
+
+def test_render_sweep_counts_heads_the_theory_reproduces():
+    def row(best, similar, dissimilar=False):
+        return dict(setting="paper", seed=0, head="L2H0", r_sim=0.5, ov_gain=-0.3, selective_ratio=2.0, ns_similar=similar,
+                    ns_dissimilar=dissimilar, product_beta=0.1, product_recovered=best - 0.2, distance_beta=1.0, distance_recovered=best)
+    rows = [row(0.9, True), row(0.5, True), row(0.3, True), row(0.49, False), row(0.1, False, True)]
+    rows.append(dict(row(0.0, False), product_recovered=None, distance_recovered=None))  # nothing to recover: not reproduced
+    text = render_sweep(rows, 4, "cmd")
+    lo, hi = wilson(2, 6)
+    assert f"| every selective last-layer head | 6 | 2/6 [{lo:.2f}, {hi:.2f}] | 0.49 |" in text
+    lo, hi = wilson(2, 3)
+    assert f"| negative similarity heads, similar row | 3 | 2/3 [{lo:.2f}, {hi:.2f}] | 0.5 |" in text
+    assert "| negative similarity heads, dissimilar row | 1 | 0/1" in text and "6 selective heads in 4 runs." in text
