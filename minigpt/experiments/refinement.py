@@ -187,7 +187,7 @@ def best_recovered(row):
     return max(vals) if vals else None
 
 
-def render_sweep(rows, n_runs, command):
+def render_sweep(rows, runs, command):
     """Markdown: every selective head's substitution and the shares of heads the theory's pattern reproduces."""
     lines = ["# The theory's similarity pattern substituted into trained heads, over a sweep's seeds", "",
              f"Command: `{command}`", "",
@@ -203,7 +203,9 @@ def render_sweep(rows, n_runs, command):
         lo, hi = wilson(k, len(rs))
         med = float(np.median([best_recovered(r) for r in rs if best_recovered(r) is not None])) if rs else float("nan")
         summary.append([name, len(rs), f"{k}/{len(rs)} [{lo:.2f}, {hi:.2f}]", med])
-    lines += [f"{len(rows)} selective heads in {n_runs} runs.", ""]
+    settings = sorted({name for name, _ in runs})
+    where = "; ".join(f"`{name}` seeds {seed_ranges(s for n, s in runs if n == name)}" for name in settings)
+    lines += [f"{len(rows)} selective heads in {len(runs)} runs ({where}).", ""]
     lines += _table(["heads", "n", "reproduced (recovered >= %g)" % REPRODUCES, "median best recovered"], summary)
     lines += ["", "## Per head", ""]
     lines += _table(["setting", "seed", "head", "r_sim", "OV gain", "pattern-avg x", "NS similar", "NS dissimilar",
@@ -216,14 +218,36 @@ def render_sweep(rows, n_runs, command):
 
 def sweep_substitution(runs, log=print):
     """``run_substitution`` over every finished run (``analysis.json`` and a checkpoint) under ``runs/<setting>/seed*/``,
-    seeds in numeric order. Returns (rows, number of runs)."""
+    seeds in numeric order. Returns (rows, runs as (setting label from ``setting.json``, seed) pairs)."""
     dirs = sorted(glob.glob(os.path.join(runs, "*", "seed*", "analysis.json")),
                   key=lambda p: (os.path.basename(os.path.dirname(os.path.dirname(p))), int(os.path.basename(os.path.dirname(p))[4:])))
-    rows = []
+    rows, done = [], []
     for i, p in enumerate(dirs):
-        rows += run_substitution(os.path.dirname(p))
+        run_dir = os.path.dirname(p)
+        rows += run_substitution(run_dir)
+        done.append((setting_label(os.path.dirname(run_dir)), int(os.path.basename(run_dir)[4:])))
         log(f"substitution: {i + 1}/{len(dirs)} runs, {len(rows)} selective heads")
-    return rows, len(dirs)
+    return rows, done
+
+
+def setting_label(setting_dir):
+    """A sweep setting's label (``setting.json``), or the folder's name when it has none."""
+    try:
+        with open(os.path.join(setting_dir, "setting.json")) as f:
+            return json.load(f)["setting"]
+    except (OSError, ValueError, KeyError):
+        return os.path.basename(setting_dir)
+
+
+def seed_ranges(seeds):
+    """``[0, 1, 2, 5, 7, 8]`` -> ``"0-2, 5, 7-8"``."""
+    out, seeds = [], sorted(set(seeds))
+    for s in seeds:
+        if out and s == out[-1][1] + 1:
+            out[-1][1] = s
+        else:
+            out.append([s, s])
+    return ", ".join(f"{a}-{b}" if b > a else str(a) for a, b in out)
 
 
 def main(argv=None):
@@ -235,11 +259,11 @@ def main(argv=None):
                     "pattern into every selective last-layer head of every run instead (cached per run, resumes)")
     args = ap.parse_args(argv)
     if args.sweep:
-        rows, n_runs = sweep_substitution(args.sweep)
-        if not n_runs:
+        rows, runs = sweep_substitution(args.sweep)
+        if not runs:
             print(f"error: no finished runs (analysis.json) under {args.sweep}/<setting>/seed*/", file=sys.stderr)
             return 2
-        text = render_sweep(rows, n_runs, f"python -m minigpt.experiments.refinement --sweep {args.sweep} --out {args.out}")
+        text = render_sweep(rows, runs, f"python -m minigpt.experiments.refinement --sweep {args.sweep} --out {args.out}")
     else:
         try:
             run = load_run(args.run)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from minigpt.tasks.data import AffineRecurrence
-from minigpt.experiments.refinement import render, render_sweep, substitution_reading, sweep_substitution, trained_side
+from minigpt.experiments.refinement import render, render_sweep, seed_ranges, substitution_reading, sweep_substitution, trained_side
 from minigpt.experiments.sweep import wilson
 from minigpt.io.checkpoint import save_checkpoint
 from theory import planted as PL
@@ -74,15 +74,15 @@ def planted_sweep(tmp_path, T=9):
 
 def test_sweep_substitution_reads_the_selective_heads_of_each_run_and_resumes(tmp_path):
     run = planted_sweep(tmp_path)
-    rows, n = sweep_substitution(str(tmp_path), log=lambda *_: None)
-    assert n == 1 and [r["head"] for r in rows] == ["L2H1"] and rows[0]["seed"] == 3
+    rows, runs = sweep_substitution(str(tmp_path), log=lambda *_: None)
+    assert runs == [("planted-abc", 3)] and [r["head"] for r in rows] == ["L2H1"] and rows[0]["seed"] == 3
     assert rows[0]["product_beta"] == pytest.approx(1.5, abs=1e-6) and rows[0]["product_recovered"] == pytest.approx(1.0, abs=1e-6)
     cached = json.loads((run / "substitution.json").read_text())
     cached[0]["product_recovered"] = 0.25  # a second pass reads the cache instead of recomputing
     (run / "substitution.json").write_text(json.dumps(cached))
     rows2, _ = sweep_substitution(str(tmp_path), log=lambda *_: None)
     assert rows2[0]["product_recovered"] == 0.25
-    text = render_sweep(rows, n, "cmd")
+    text = render_sweep(rows, runs, "cmd")
     assert "| every selective last-layer head | 1 | 1/1 [0.21, 1.00] |" in text
     assert "| negative similarity heads, dissimilar row | 0 | 0/0 [0.00, 1.00] |" in text
 
@@ -93,9 +93,13 @@ def test_render_sweep_counts_heads_the_theory_reproduces():
                     ns_dissimilar=dissimilar, product_beta=0.1, product_recovered=best - 0.2, distance_beta=1.0, distance_recovered=best)
     rows = [row(0.9, True), row(0.5, True), row(0.3, True), row(0.49, False), row(0.1, False, True)]
     rows.append(dict(row(0.0, False), product_recovered=None, distance_recovered=None))  # nothing to recover: not reproduced
-    text = render_sweep(rows, 4, "cmd")
+    text = render_sweep(rows, [("paper", 0), ("paper", 1), ("paper", 2), ("paper", 4), ("a<0", 7)], "cmd")
     lo, hi = wilson(2, 6)
     assert f"| every selective last-layer head | 6 | 2/6 [{lo:.2f}, {hi:.2f}] | 0.49 |" in text
     lo, hi = wilson(2, 3)
     assert f"| negative similarity heads, similar row | 3 | 2/3 [{lo:.2f}, {hi:.2f}] | 0.5 |" in text
-    assert "| negative similarity heads, dissimilar row | 1 | 0/1" in text and "6 selective heads in 4 runs." in text
+    assert "| negative similarity heads, dissimilar row | 1 | 0/1" in text and "6 selective heads in 5 runs (`a<0` seeds 7; `paper` seeds 0-2, 4)." in text
+
+
+def test_seed_ranges_compacts_runs_of_seeds():
+    assert seed_ranges([7, 0, 1, 2, 5, 8, 2]) == "0-2, 5, 7-8" and seed_ranges([]) == "" and seed_ranges([3]) == "3"
