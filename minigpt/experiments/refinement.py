@@ -205,7 +205,7 @@ def render_sweep(rows, runs, command):
         summary.append([name, len(rs), f"{k}/{len(rs)} [{lo:.2f}, {hi:.2f}]", med])
     settings = sorted({name for name, _ in runs})
     where = "; ".join(f"`{name}` seeds {seed_ranges(s for n, s in runs if n == name)}" for name in settings)
-    lines += [f"{len(rows)} selective heads in {len(runs)} runs ({where}).", ""]
+    lines += ["## Summary", "", f"{len(rows)} selective heads in {len(runs)} runs ({where}).", ""]
     lines += _table(["heads", "n", "reproduced (recovered >= %g)" % REPRODUCES, "median best recovered"], summary)
     lines += ["", "## Per head", ""]
     lines += _table(["setting", "seed", "head", "r_sim", "OV gain", "pattern-avg x", "NS similar", "NS dissimilar",

@@ -439,6 +439,10 @@ def verdict_section(out_dir, report_root):
             lines += ["The theory's similarity pattern, fitted to each head and substituted for its own:", ""] + sub + [""]
         lines += ["The best single similarity head in theory on the same prior:", ""] + theory + [""]
         lines += (reading + [""]) if reading else []
+        over = _md_sections(os.path.join(report_root, "substitution.md")).get("Summary")
+        if over:
+            lines += [f"Beyond seed 0, the same substitution over a sweep's seeds ([`substitution.md`]({_rel(os.path.join(report_root, 'substitution.md'), out_dir)})):", ""]
+            lines += over + [""]
     return lines
 
 

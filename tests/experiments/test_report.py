@@ -112,6 +112,8 @@ def test_the_verdict_section_carries_the_refinement_tables(tmp_path):
         "## The theory's pattern substituted into the trained heads", "", "| head | recovered |", "|---|---|", "| L2H0 | 0.3 |", "",
         "## The best single head in theory (same prior, exact quadrature)", "", "| estimate | MSE |", "|---|---|", "| copy | 0.06 |", "",
         "## Reading", "", "It reproduces none of them.", ""]))
+    (root / "substitution.md").write_text("# Over seeds\n\n## Summary\n\n| heads | reproduced |\n|---|---|\n| all | 3/9 |\n\n## Per head\n\n| seed |\n")
     text = "\n".join(report.verdict_section(str(root), str(root)))
-    order = [text.index(s) for s in ("| L2H0 | 0.1 |", "| L2H0 | 0.3 |", "| copy | 0.06 |", "It reproduces none of them.")]
+    order = [text.index(s) for s in ("| L2H0 | 0.1 |", "| L2H0 | 0.3 |", "| copy | 0.06 |", "It reproduces none of them.", "| all | 3/9 |")]
+    assert "| seed |" not in text  # the per-head table stays in substitution.md
     assert order == sorted(order)
