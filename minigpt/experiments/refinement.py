@@ -142,8 +142,7 @@ def substitution_reading(heads):
     sel = [h for h in heads if h["selective_ratio"] >= THRESHOLDS["selective"]]
     if not sel:
         return "No last-layer head's selectivity matters, so substituting the theory's pattern tests nothing here."
-    best = {h["head"]: max(((k, v["recovered"]) for k, v in h["substitution"].items() if v["recovered"] is not None),
-                           key=lambda kv: kv[1], default=(None, None)) for h in sel}
+    best = {h["head"]: best_kind({k: v["recovered"] for k, v in h["substitution"].items()}) for h in sel}
     ok = [name for name, (_, r) in best.items() if r is not None and r >= REPRODUCES]
     each = ", ".join(f"{name} {_f(r)} ({k})" if r is not None else f"{name} n/a" for name, (k, r) in best.items())
     verdict = (f"It reproduces the selectivity of {', '.join(ok)}" if ok else
@@ -181,10 +180,15 @@ def run_substitution(run_dir, n=1024, t_min=2):
     return rows
 
 
+def best_kind(recovered):
+    """``{kind: recovered}`` -> (kind, recovered) of the kind that recovers most; (None, None) when none has a value."""
+    vals = [(k, v) for k, v in recovered.items() if v is not None]
+    return max(vals, key=lambda kv: kv[1]) if vals else (None, None)
+
+
 def best_recovered(row):
-    """The larger ``recovered`` of the two similarity kinds (None counts as not recovered)."""
-    vals = [row[f"{k}_recovered"] for k in SIMILARITIES if row[f"{k}_recovered"] is not None]
-    return max(vals) if vals else None
+    """The larger ``recovered`` of the two similarity kinds of a ``run_substitution`` row (None: nothing to recover)."""
+    return best_kind({k: row[f"{k}_recovered"] for k in SIMILARITIES})[1]
 
 
 def render_sweep(rows, runs, command):
@@ -199,7 +203,7 @@ def render_sweep(rows, runs, command):
               ("negative similarity heads, dissimilar row", [r for r in rows if r["ns_dissimilar"]])]
     summary = []
     for name, rs in groups:
-        k = sum(1 for r in rs if (best_recovered(r) or -np.inf) >= REPRODUCES)
+        k = sum(1 for r in rs if best_recovered(r) is not None and best_recovered(r) >= REPRODUCES)
         lo, hi = wilson(k, len(rs))
         med = float(np.median([best_recovered(r) for r in rs if best_recovered(r) is not None])) if rs else float("nan")
         summary.append([name, len(rs), f"{k}/{len(rs)} [{lo:.2f}, {hi:.2f}]", med])
