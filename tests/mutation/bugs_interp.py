@@ -101,6 +101,6 @@ BUGS = [
          find='if c in BASE_CHANNELS or int(c[1:].split("H")[0]) < L:', replace='if c in BASE_CHANNELS or int(c[1:].split("H")[0]) <= L:',
          tests=[PL, P], why="the ground truth itself is one block late: the tests must notice a wrong closed form too"),
     dict(id="theory-fit-similarity-key-squared", file="theory/heads.py",
-         find="sim = centre(x[:, :, None] * x[:, None, :])", replace="sim = centre(x[:, None, :] * x[:, None, :])",
-         tests=[P, TH], why="the similarity fit regresses on x_j^2 instead of x_t x_j: fitted beta of every head is wrong"),
+         find="return x[..., :, None] * x[..., None, :]", replace="return x[..., None, :] * x[..., None, :]",
+         tests=[P, TH], why="the product similarity is x_j^2 instead of x_t x_j: fitted beta of every head is wrong"),
 ]
