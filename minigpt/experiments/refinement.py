@@ -15,7 +15,6 @@ copying and on top of the best linear estimate from (x_t, x_{t-1}), with the pos
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
 import sys
@@ -29,7 +28,7 @@ from ..io.checkpoint import CheckpointError
 from .analysis import EVAL_SEED, null_gain
 from .claims import THRESHOLDS, claims, probe_fit, similarity_substitution
 from .extensions import load_run
-from .sweep import wilson
+from .sweep import run_folders, wilson
 
 REPRODUCES = 0.5  # the theory's pattern reproduces a head's selectivity when it wins back >= half its cost (docs/interp.md)
 
@@ -223,14 +222,12 @@ def render_sweep(rows, runs, command):
 def sweep_substitution(runs, log=print):
     """``run_substitution`` over every finished run (``analysis.json`` and a checkpoint) under ``runs/<setting>/seed*/``,
     seeds in numeric order. Returns (rows, runs as (setting label from ``setting.json``, seed) pairs)."""
-    dirs = sorted(glob.glob(os.path.join(runs, "*", "seed*", "analysis.json")),
-                  key=lambda p: (os.path.basename(os.path.dirname(os.path.dirname(p))), int(os.path.basename(os.path.dirname(p))[4:])))
+    found = run_folders(runs, "analysis.json")
     rows, done = [], []
-    for i, p in enumerate(dirs):
-        run_dir = os.path.dirname(p)
+    for i, (setting_dir, seed, run_dir) in enumerate(found):
         rows += run_substitution(run_dir)
-        done.append((setting_label(os.path.dirname(run_dir)), int(os.path.basename(run_dir)[4:])))
-        log(f"substitution: {i + 1}/{len(dirs)} runs, {len(rows)} selective heads")
+        done.append((setting_label(setting_dir), seed))
+        log(f"substitution: {i + 1}/{len(found)} runs, {len(rows)} selective heads")
     return rows, done
 
 

@@ -351,17 +351,26 @@ def write_table(rows, out):
     return os.path.join(out, "sweep.csv"), os.path.join(out, "sweep.json")
 
 
+def run_folders(folder, name):
+    """``[(setting folder, seed, run folder)]`` of every ``folder/<setting>/seed<s>/`` that holds the file ``name``, by
+    setting folder then seed (numeric); ``[]`` when there are none."""
+    out = []
+    for sdir in sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d))) if os.path.isdir(folder) else []:
+        seeds = [d for d in os.listdir(os.path.join(folder, sdir)) if d.startswith("seed") and d[4:].isdigit()]
+        for d in sorted(seeds, key=lambda d: int(d[4:])):
+            run = os.path.join(folder, sdir, d)
+            if os.path.exists(os.path.join(run, name)):
+                out.append((os.path.join(folder, sdir), int(d[4:]), run))
+    return out
+
+
 def load_results(folder):
     """The rows of the finished runs kept as ``folder/<setting>/seed<s>/result.json`` (how a sweep's results are
     committed: ``report/sweep_v2/results``), by setting folder then seed; ``[]`` when there are none."""
     rows = []
-    for sdir in sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d))) if os.path.isdir(folder) else []:
-        seeds = [d for d in os.listdir(os.path.join(folder, sdir)) if d.startswith("seed") and d[4:].isdigit()]
-        for d in sorted(seeds, key=lambda d: int(d[4:])):
-            path = os.path.join(folder, sdir, d, RESULT)
-            if os.path.exists(path):
-                with open(path) as f:
-                    rows.append(json.load(f)["row"])
+    for _, _, run in run_folders(folder, RESULT):
+        with open(os.path.join(run, RESULT)) as f:
+            rows.append(json.load(f)["row"])
     return rows
 
 
